@@ -1,0 +1,10 @@
+"""doit entry point for a checkout: `doit list`, `doit run -n 5`, `doit run config=PATH`.
+
+The same tasks are available from anywhere as `python -m nightshift_tasks <doit args>`.
+"""
+
+from nightshift_tasks.graph import doit_config, task_projects
+
+DOIT_CONFIG = doit_config()
+
+__all__ = ["DOIT_CONFIG", "task_projects"]

@@ -1,0 +1,57 @@
+"""Where things live: state home, schemas, and the config file lookup order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CONFIG_ENV = "NIGHTSHIFT_CONFIG"
+HOME_ENV = "NIGHTSHIFT_HOME"
+
+
+def nightshift_home(env: Mapping[str, str] = os.environ) -> Path:
+    """$NIGHTSHIFT_HOME, else $XDG_DATA_HOME/nightshift, else ~/.local/share/nightshift."""
+    if env.get(HOME_ENV):
+        return Path(env[HOME_ENV]).expanduser()
+    data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "nightshift"
+
+
+def schema_dir() -> Path:
+    """Schemas ship inside the wheel; an editable install reads them from the checkout."""
+    packaged = Path(__file__).with_name("schemas")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+def config_candidates(
+    var: str | None, cwd: Path, env: Mapping[str, str] = os.environ
+) -> list[tuple[str, Path]]:
+    """The lookup order, each with where it came from; explicit choices are not skipped."""
+    found: list[tuple[str, Path]] = []
+    if var:
+        found.append(("config=", cwd / Path(var).expanduser()))
+    if env.get(CONFIG_ENV):
+        found.append((f"${CONFIG_ENV}", cwd / Path(env[CONFIG_ENV]).expanduser()))
+    found.append(("./nightshift.yaml", cwd / "nightshift.yaml"))
+    xdg = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    found.append(("XDG config", Path(xdg).expanduser() / "nightshift" / "config.yaml"))
+    return found
+
+
+def find_config(
+    var: str | None, cwd: Path, env: Mapping[str, str] = os.environ
+) -> tuple[Path | None, str | None]:
+    """Return (path, None) for the first config that exists, or (None, why) when none does.
+
+    An explicit `config=` or $NIGHTSHIFT_CONFIG that does not exist is an error, not a
+    reason to fall through to a file the user did not ask for.
+    """
+    for origin, path in config_candidates(var, cwd, env):
+        if path.is_file():
+            return path, None
+        if origin in ("config=", f"${CONFIG_ENV}"):
+            return None, f"{origin} names {path}, which does not exist"
+    return None, None

@@ -1,0 +1,111 @@
+"""Run one agent CLI call: own session (process group), stdin closed, output to files,
+timeout, and a TERM -> KILL teardown of the whole group so no grandchild survives."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool = False
+    error: str | None = None  # the program could not be started
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    """TERM the child's process group, then KILL whatever is still there after `grace`.
+
+    The child leads its own group (start_new_session), so its pid is the group id. It is
+    reaped while we wait, or its zombie would keep the group looking alive.
+    """
+    pgid = proc.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str],
+                grace: float = GRACE_SECONDS) -> ProcResult:
+    """Run argv without a shell and return what it printed.
+
+    Output goes to temporary files, not pipes, so a grandchild holding a pipe open can
+    never block us after the child exits.
+    """
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, env=dict(env), start_new_session=True)
+        except OSError as exc:
+            return ProcResult(-1, "", "", time.monotonic() - start,
+                              error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except BaseException:
+            # Interrupted (SIGINT/SIGTERM turned into KeyboardInterrupt): take the group down.
+            stop_group(proc, grace)
+            raise
+        # Whatever the agent left behind in its group goes too, timeout or not.
+        stop_group(proc, grace)
+        out.seek(0)
+        err.seek(0)
+        return ProcResult(proc.returncode if not timed_out else -1,
+                          out.read().decode("utf-8", "replace"),
+                          err.read().decode("utf-8", "replace"),
+                          time.monotonic() - start, timed_out=timed_out)
+
+
+def tail(text: str, lines: int = 5) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def append_log(log: Path, header: str, result: ProcResult) -> None:
+    """One section per agent call in the task's log file."""
+    with log.open("a", encoding="utf-8") as fh:
+        status = "timed out" if result.timed_out else f"exit {result.exit_code}"
+        fh.write(f"===== {header} ({status}, {result.duration:.2f}s) =====\n")
+        if result.error:
+            fh.write(f"error: {result.error}\n")
+        fh.write("----- stdout -----\n" + result.stdout)
+        fh.write("\n----- stderr -----\n" + result.stderr + "\n")

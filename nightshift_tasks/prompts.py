@@ -1,0 +1,76 @@
+"""The three prompts of the loop. Each names the phase, the task and the project, and
+ends with the exact JSON object it expects back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HANDS_OFF = (
+    "Work only inside the current working directory. Change files; do not run git commit, "
+    "git push, or open pull requests: nightshift reviews, commits and publishes the result "
+    "itself. Nobody is watching this run, so never wait for a reply; if something is "
+    "ambiguous, choose the smallest safe interpretation and say so."
+)
+
+
+@dataclass(frozen=True)
+class TaskBrief:
+    slug: str
+    name: str
+    description: str
+    project: str
+    path: str
+
+
+def _header(phase: str, brief: TaskBrief) -> str:
+    return (
+        f"# nightshift: {phase} phase\n\n"
+        f"Project: {brief.project} ({brief.path})\n"
+        f"Task: {brief.name} [{brief.slug}]\n\n"
+        f"## The task\n{brief.description.strip()}\n"
+    )
+
+
+def plan_prompt(brief: TaskBrief) -> str:
+    return _header("plan", brief) + (
+        "\n## What to do now\n"
+        "Read the project and decide the smallest useful piece of this task that can be "
+        "finished in one unattended session. Do not change any file yet.\n\n"
+        f"{HANDS_OFF}\n\n"
+        "## Reply\nEnd your reply with one JSON object and nothing after it:\n"
+        '{"description": "<what you will do and why, in 1-3 sentences>", '
+        '"steps": ["<step>", "..."], "files": ["<relative path you expect to touch>", "..."]}\n'
+    )
+
+
+def implement_prompt(brief: TaskBrief, plan: str, steps: list[str], iteration: int,
+                     feedback: list[str]) -> str:
+    listed = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)) or "(no separate steps)"
+    again = ""
+    if feedback:
+        notes = "\n".join(f"- review {i}: {f}" for i, f in enumerate(feedback, 1))
+        again = (f"\n## Earlier attempts\nThis is attempt {iteration}. The reviewer rejected "
+                 f"the previous attempt(s); address every point:\n{notes}\n")
+    return _header("implement", brief) + (
+        f"\n## The plan\n{plan.strip()}\n\nSteps:\n{listed}\n{again}\n"
+        "## What to do now\nCarry out the plan: make the changes, keep the project's tests "
+        "and linters passing, and keep the change focused on this task.\n\n"
+        f"{HANDS_OFF}\n\n"
+        "## Reply\nEnd your reply with one JSON object and nothing after it:\n"
+        '{"summary": "<what changed and why>", "files_modified": ["<relative path>", "..."]}\n'
+    )
+
+
+def review_prompt(brief: TaskBrief, summary: str, files: list[str]) -> str:
+    listed = "\n".join(f"- {f}" for f in files) or "- (none reported)"
+    return _header("review", brief) + (
+        f"\n## The implementation to review\n{summary.strip()}\n\nFiles reported changed:\n"
+        f"{listed}\n\n"
+        "## What to do now\nInspect the working tree (for example with `git diff`). Pass the "
+        "work only if it does what the task asks, is correct, introduces no bug, and leaves "
+        "tests passing. Do not fix anything yourself.\n\n"
+        f"{HANDS_OFF}\n\n"
+        "## Reply\nEnd your reply with one JSON object and nothing after it:\n"
+        '{"passed": true or false, "feedback": "<what must change, or why it passes>", '
+        '"issues": ["<problem>", "..."]}\n'
+    )

@@ -1,0 +1,125 @@
+"""The doit reporter: one line per task as it starts, then the tabulate summary.
+
+It runs only in doit's main process. Exit status: 0 when no task failed, 1 when any task
+failed or was abandoned (raised here, after doit has saved its state).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from doit.reporter import ConsoleReporter
+from tabulate import tabulate
+
+from nightshift_tasks import graph, guard, state
+from nightshift_tasks.durations import format_duration
+
+STALE_ASSIGNMENT = timedelta(hours=2)
+COUNTED = ("completed", "failed", "abandoned", "skipped")
+REASON_WIDTH = 70
+
+
+@dataclass
+class Row:
+    project: str
+    provider: str = "-"
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+    seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+
+def _subtask(name: str) -> tuple[str, str] | None:
+    project, sep, slug = name.partition(":")
+    return (project, slug) if sep else None
+
+
+class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
+    def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+        super().__init__(outstream, options)
+        self.rows: dict[str, Row] = {}
+        self.problems: list[str] = []
+        self.started = time.monotonic()
+
+    def _row(self, project: str) -> Row:
+        return self.rows.setdefault(project, Row(project))
+
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        engine = graph.load_engine()
+        cleared = state.clear_stale_assignments(guard.connection(str(engine.db_path)),
+                                                STALE_ASSIGNMENT)
+        if cleared:
+            self.write(f"nightshift: cleared {cleared} stale assignment(s)\n")
+        selected = set(selected_tasks)
+        for plan in engine.plan.projects:
+            if plan.name in selected or any(f"{plan.name}:{t}" in selected for t in plan.tasks):
+                row = self._row(plan.name)
+                row.provider = plan.provider or "-"
+                if plan.skip_reason:
+                    row.reasons.append(f"skipped: {plan.skip_reason}")
+
+    def execute_task(self, task: Any) -> None:
+        if _subtask(task.name):
+            super().execute_task(task)
+
+    def skip_uptodate(self, task: Any) -> None:
+        parsed = _subtask(task.name)
+        if parsed:
+            super().skip_uptodate(task)
+            self._row(parsed[0]).counts["skipped"] += 1
+            note = "done today"
+            if note not in self._row(parsed[0]).reasons:
+                self._row(parsed[0]).reasons.append(note)
+
+    def add_success(self, task: Any) -> None:
+        parsed = _subtask(task.name)
+        if not parsed:
+            return
+        values = task.values or {}
+        row = self._row(parsed[0])
+        status = values.get("status", "completed")
+        row.counts[status] = row.counts.get(status, 0) + 1
+        row.provider = values.get("provider") or row.provider
+        row.seconds += float(values.get("duration", 0.0))
+        if values.get("error"):
+            row.reasons.append(f"{parsed[1]} {status}: {values['error']}")
+            self.problems.append(f"{task.name}: {status}: {values['error']}")
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        parsed = _subtask(task.name) or (task.name, "")
+        message = fail.get_msg().strip().splitlines()[-1] if fail.get_msg().strip() else "error"
+        self._row(parsed[0]).counts["failed"] += 1
+        self._row(parsed[0]).reasons.append(f"{parsed[1]} failed: {message}")
+        self.problems.append(f"{task.name}: failed: {message}")
+
+    def complete_run(self) -> None:
+        interrupted = sys.exc_info()[0] is not None
+        self.outstream.write(self.table(interrupted) + "\n")
+        if self.problems:
+            self.outstream.write("\nProblems:\n" + "".join(f"  {p}\n" for p in self.problems))
+        failed = sum(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values())
+        if failed and not interrupted:
+            sys.exit(1)
+
+    def table(self, interrupted: bool) -> str:
+        body = []
+        totals = dict.fromkeys(COUNTED, 0)
+        seconds = 0.0
+        for row in self.rows.values():
+            for key in COUNTED:
+                totals[key] += row.counts[key]
+            seconds += row.seconds
+            reason = "; ".join(row.reasons)
+            if len(reason) > REASON_WIDTH:
+                reason = reason[: REASON_WIDTH - 1] + "…"
+            body.append([row.project, row.provider, *(row.counts[k] for k in COUNTED),
+                         format_duration(row.seconds) if row.seconds else "-", reason])
+        wall = format_duration(time.monotonic() - self.started)
+        note = "interrupted" if interrupted else f"{len(self.rows)} project(s), wall {wall}"
+        body.append(["TOTAL", "", *(totals[k] for k in COUNTED),
+                     format_duration(seconds) if seconds else "-", note])
+        headers = ["project", "provider", *COUNTED, "agent time", "reason"]
+        return "\n" + tabulate(body, headers=headers, tablefmt="simple")
