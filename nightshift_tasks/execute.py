@@ -15,7 +15,7 @@ from typing import Any
 
 from nightshift_tasks import agents, state
 from nightshift_tasks.loop import Agent, AgentFailure, LoopResult, run_loop
-from nightshift_tasks.process import append_log, run_process, tail
+from nightshift_tasks.process import append_log, interrupt_on_term, run_process, tail
 from nightshift_tasks.prompts import TaskBrief
 
 
@@ -45,6 +45,7 @@ def make_agent(spec: dict[str, Any], log: Path) -> Agent:
 
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
+    interrupt_on_term()
     started = time.monotonic()
     day = date.today().isoformat()
     log = Path(spec["log_dir"]) / day / f"{spec['project']}--{spec['slug']}--{spec['run_id']}.log"

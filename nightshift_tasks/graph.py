@@ -7,12 +7,10 @@ nightshift_tasks` through a ModuleTaskLoader for an installed package.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import doit
@@ -23,6 +21,7 @@ from nightshift_tasks.config import Config, ConfigError, load_config
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.paths import find_config, nightshift_home
 from nightshift_tasks.plan import Plan, ProjectPlan, build_plan
+from nightshift_tasks.process import interrupt_on_term
 
 EXIT_CONFIG = 2
 NO_CONFIG = """\
@@ -47,12 +46,6 @@ class Engine:
 
 
 _engine: Engine | None = None
-
-
-def _stop_on_term(signum: int, frame: FrameType | None) -> None:
-    # doit saves its state and stops its workers on KeyboardInterrupt, not on SIGTERM;
-    # each worker's agent wrapper then takes its agent's process group down.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def load_engine() -> Engine:
@@ -89,7 +82,7 @@ def doit_config() -> dict[str, Any]:
     from nightshift_tasks.summary import SummaryReporter
 
     load_engine()
-    signal.signal(signal.SIGTERM, _stop_on_term)
+    interrupt_on_term()
     home = nightshift_home()
     home.mkdir(parents=True, exist_ok=True)
     return {
@@ -127,7 +120,9 @@ def task_projects() -> Iterator[dict[str, Any]]:
     engine = load_engine()
     by_slug = {t.slug: t for t in engine.catalog}
     for project in engine.plan.projects:
-        yield {"basename": project.name, "name": None, "doc": project.doc()}
+        guard_args = [str(engine.db_path), project.path]
+        yield {"basename": project.name, "name": None, "doc": project.doc(),
+               "uptodate": [(guard.done_today, [*guard_args, *project.tasks], {})]}
         previous: str | None = None
         for slug in project.tasks:
             task = by_slug.get(slug)
@@ -139,7 +134,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "doc": task.name,
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
-                "uptodate": [(guard.done_today, [str(engine.db_path), project.path, slug], {})],
+                "uptodate": [(guard.done_today, [*guard_args, slug], {})],
                 "verbosity": 0,
             }
             previous = f"{project.name}:{slug}"

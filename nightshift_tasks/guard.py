@@ -20,12 +20,17 @@ def connection(db_path: str) -> sqlite3.Connection:
     return state.connect(Path(db_path))
 
 
-def done_today(db_path: str, project_path: str, slug: str) -> bool:
-    """True when the task already reached a final status in today's chain of the project."""
+def done_today(db_path: str, project_path: str, *slugs: str) -> bool:
+    """True when every named task reached a final status in the project's chain today.
+
+    With no slugs (a skipped project) there is nothing to run, so it is up to date.
+    """
+    if not slugs:
+        return True
     try:
         chain = state.chain_for_day(connection(db_path), project_path, date.today().isoformat())
-        return chain is not None and chain.status.get(slug) in state.TERMINAL
+        return chain is not None and all(chain.status.get(s) in state.TERMINAL for s in slugs)
     except Exception as exc:
-        print(f"nightshift: warning: cannot read {db_path} ({exc}); running {slug} anyway",
+        print(f"nightshift: warning: cannot read {db_path} ({exc}); running {project_path} anyway",
               file=sys.stderr)
         return False

@@ -12,8 +12,23 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 GRACE_SECONDS = 5.0
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_term() -> None:
+    """Treat SIGTERM like Ctrl-C.
+
+    doit saves its state and stops its workers on KeyboardInterrupt but not on SIGTERM, and
+    run_process takes an agent's whole process group down on KeyboardInterrupt. Installed in
+    doit's main process and again in each worker, whatever the start method.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 @dataclass(frozen=True)

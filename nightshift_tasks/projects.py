@@ -49,12 +49,16 @@ def safe_name(text: str) -> str:
 
 
 def _names(paths: list[str]) -> list[str]:
-    """Directory basenames, prefixed with parent directories only where two collide."""
+    """Directory basenames, prefixed with parent directories only where two collide.
+
+    An unmatched pattern is named after its last parts that are not wildcards.
+    """
+    parts = [[x for x in Path(p).parts if not any(c in x for c in "*?[")] for p in paths]
     depth = [1] * len(paths)
     while True:
-        names = [safe_name("-".join(Path(p).parts[-d:])) for p, d in zip(paths, depth, strict=True)]
+        names = [safe_name("-".join(p[-d:])) for p, d in zip(parts, depth, strict=True)]
         clashes = {n for n in names if names.count(n) > 1}
-        grow = [i for i, n in enumerate(names) if n in clashes and depth[i] < len(Path(paths[i]).parts)]
+        grow = [i for i, n in enumerate(names) if n in clashes and depth[i] < len(parts[i])]
         if not grow:
             break
         for i in grow:

@@ -19,6 +19,8 @@ from nightshift_tasks import graph, guard, state
 from nightshift_tasks.durations import format_duration
 
 STALE_ASSIGNMENT = timedelta(hours=2)
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 COUNTED = ("completed", "failed", "abandoned", "skipped")
 REASON_WIDTH = 70
 
@@ -96,13 +98,15 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.problems.append(f"{task.name}: failed: {message}")
 
     def complete_run(self) -> None:
-        interrupted = sys.exc_info()[0] is not None
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.table(interrupted) + "\n")
         if self.problems:
             self.outstream.write("\nProblems:\n" + "".join(f"  {p}\n" for p in self.problems))
-        failed = sum(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values())
-        if failed and not interrupted:
-            sys.exit(1)
+        if interrupted:
+            # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
+            sys.exit(EXIT_INTERRUPTED)
+        if any(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values()):
+            sys.exit(EXIT_FAILED)
 
     def table(self, interrupted: bool) -> str:
         body = []

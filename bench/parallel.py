@@ -1,0 +1,189 @@
+"""Parallel scheduling benchmark: nightshift's `run -n K` against a bare doit run.
+
+For each (K workers, N projects) cell it runs nightshift on N fresh git repositories with a
+fake agent (a /bin/sh script that sleeps 0.2 s and records start, end and cwd), then a bare
+doit dodo.py with the same task graph that runs the same agent three times per task.
+
+  makespan     first agent start -> last agent end, from the agent's records
+  lower bound  max(longest project chain, total agent time / K), from the same records
+  overhead     (nightshift wall - bare doit wall) / agent calls
+
+Usage: python bench/parallel.py [--quick] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+PHASES = ("plan", "implement", "review")
+TASKS = ["lint-fix"]  # schedule.max_tasks = 1: one maintenance task per project
+RATIO_TARGET = 1.10
+OVERHEAD_TARGET_MS = 30.0
+GRID = [(k, n) for k in (1, 4, 16) for n in (8, 64)]
+
+AGENT = """#!/bin/sh
+s=$(date +%s.%N)
+sleep 0.2
+e=$(date +%s.%N)
+echo "$s $e $PWD" >> "$BENCH_RECORD"
+case "$1" in
+  *"plan phase"*) echo '{"description": "bench", "steps": [], "files": []}' ;;
+  *"implement phase"*) echo '{"summary": "bench", "files_modified": []}' ;;
+  *"review phase"*) echo '{"passed": true, "feedback": "ok", "issues": []}' ;;
+  *) echo "fake agent: no phase in prompt" >&2; exit 2 ;;
+esac
+"""
+
+# The baseline: same groups, same chaining, same agent calls; no ledger, logs or prompts.
+DODO = """import json
+import subprocess
+from pathlib import Path
+
+P = json.loads(Path(__file__).with_name("params.json").read_text())
+DOIT_CONFIG = {"dep_file": P["dep_file"], "backend": "sqlite3", "par_type": "process",
+               "verbosity": 0}
+
+
+def call_agent(repo):
+    for phase in ("plan", "implement", "review"):
+        subprocess.run([P["agent"], f"# nightshift: {phase} phase"], cwd=repo, check=True,
+                       capture_output=True)
+
+
+def task_projects():
+    for i, repo in enumerate(P["repos"]):
+        yield {"basename": f"p{i:03d}", "name": None}
+        previous = None
+        for slug in P["tasks"]:
+            yield {"basename": f"p{i:03d}", "name": slug, "actions": [(call_agent, [repo])],
+                   "task_dep": [previous] if previous else [], "verbosity": 0}
+            previous = f"p{i:03d}:{slug}"
+"""
+
+
+@dataclass
+class Run:
+    wall: float
+    records: list[tuple[float, float, str]]
+
+
+def die(message: str) -> None:
+    sys.exit(f"bench/parallel.py: {message}")
+
+
+def make_repos(root: Path, count: int) -> list[str]:
+    repos = []
+    for i in range(count):
+        repo = root / "repos" / f"p{i:03d}"
+        repo.mkdir(parents=True)
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
+                        "-c", "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", "init"],
+                       cwd=repo, check=True)
+        repos.append(str(repo))
+    return repos
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str], record: Path, label: str,
+          expected: int) -> Run:
+    record.unlink(missing_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env={**env, "BENCH_RECORD": str(record)},
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        die(f"{label}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    lines = record.read_text().splitlines() if record.exists() else []
+    records = [(float(s), float(e), cwd_) for s, e, cwd_ in (ln.split(" ", 2) for ln in lines)]
+    if len(records) != expected:
+        die(f"{label}: {len(records)} agent calls recorded, expected {expected} (N*3)")
+    return Run(wall, records)
+
+
+def bounds(records: list[tuple[float, float, str]], repos: list[str], k: int) -> tuple[float, float]:
+    """(makespan, lower bound) of the recorded agent calls."""
+    chains = dict.fromkeys(repos, 0.0)
+    for start, end, cwd in records:
+        if cwd not in chains:
+            die(f"agent ran in {cwd}, which is not one of the benchmark repositories")
+        chains[cwd] += end - start
+    if any(abs(v) < 1e-9 for v in chains.values()):
+        die("some project recorded no agent call")
+    makespan = max(e for _, e, _ in records) - min(s for s, _, _ in records)
+    return makespan, max(max(chains.values()), sum(chains.values()) / k)
+
+
+def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[Any]:
+    n, calls = len(repos), len(repos) * len(TASKS) * len(PHASES)
+    work = root / tag
+    work.mkdir()
+    config = work / "nightshift.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "projects": [{"path": r} for r in repos],
+        "schedule": {"max_tasks": len(TASKS)},
+        "tasks": {"enabled": TASKS},
+        "providers": {"preference": ["command"],
+                      "command": {"enabled": True, "timeout": "2m", "argv": [str(agent), "{prompt}"]}},
+    }, indent=1))
+    env = {**os.environ, "NIGHTSHIFT_HOME": str(work / "home")}
+    ns = timed([sys.executable, "-m", "nightshift_tasks", "run", "-n", str(k), f"config={config}"],
+               work, env, work / "ns.rec", f"nightshift K={k} N={n}", calls)
+    (work / "params.json").write_text(json.dumps({"dep_file": str(work / "bare.sqlite"),
+                                                  "agent": str(agent), "repos": repos, "tasks": TASKS}))
+    (work / "dodo.py").write_text(DODO)
+    bare = timed([sys.executable, "-m", "doit", "-f", str(work / "dodo.py"), "run", "-n", str(k)],
+                 work, dict(os.environ), work / "bare.rec", f"bare doit K={k} N={n}", calls)
+    bounds(bare.records, repos, k)  # same sanity checks on the baseline's calls
+    makespan, lower = bounds(ns.records, repos, k)
+    ratio = makespan / lower
+    overhead_ms = (ns.wall - bare.wall) / calls * 1000
+    flags = [f"ratio>{RATIO_TARGET:.2f}"] * (ratio > RATIO_TARGET)
+    flags += [f"overhead>{OVERHEAD_TARGET_MS:g}ms"] * (overhead_ms > OVERHEAD_TARGET_MS)
+    return [k, n, calls, makespan, lower, ratio, ns.wall, bare.wall, overhead_ms,
+            ", ".join(flags) or "ok"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only K=4, N=8 (smoke test)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the best is kept")
+    args = parser.parse_args()
+    grid = [(4, 8)] if args.quick else GRID
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"machine: nproc={cpus}, python {platform.python_version()} "
+          f"({platform.python_implementation()}), {platform.system()} {platform.release()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ns-bench-") as tmp:
+        root = Path(tmp).resolve()  # resolved, so it matches the agent's $PWD
+        agent = root / "fake-agent"
+        agent.write_text(AGENT)
+        agent.chmod(0o755)
+        all_repos = make_repos(root, max(n for _, n in grid))
+        rows = []
+        for k, n in grid:
+            runs = [cell(root, agent, all_repos[:n], k, f"k{k}-n{n}-{r}") for r in range(args.repeat)]
+            rows.append(min(runs, key=lambda row: float(row[6])))
+            print(f"  K={k:<2} N={n:<3} done", file=sys.stderr, flush=True)
+    headers = ["K", "N", "calls", "makespan s", "lower bound s", "ratio", "nightshift wall s",
+               "baseline wall s", "overhead ms/call", "targets"]
+    print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
+    print(f"targets: ratio <= {RATIO_TARGET:.2f}, overhead <= {OVERHEAD_TARGET_MS:g} ms/call")
+    missed = sum(row[-1] != "ok" for row in rows)
+    if missed:
+        print(f"{missed} row(s) miss a target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Shared fixtures: real git repositories in temp dirs, a fake agent CLI that records
+every call, and a runner for the real `doit` command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DODO = ROOT / "dodo.py"
+
+# A stand-in for an agent CLI. It speaks the loop's format (a JSON object per phase) and
+# behaves according to marker files in the project directory:
+#   .agent-fail-<slug>   exit 3 with a message on stderr
+#   .agent-reject        every review says "passed": false
+#   .agent-hang          start a grandchild `sleep`, record its pid, and wait forever
+FAKE_AGENT = r"""#!/bin/sh
+start=$(date +%s.%N)
+case "$1" in
+  *"# nightshift: plan phase"*) phase=plan ;;
+  *"# nightshift: implement phase"*) phase=implement ;;
+  *) phase=review ;;
+esac
+task=$(printf '%s\n' "$1" | sed -n 's/^Task: .* \[\(.*\)\]$/\1/p')
+if [ -f ".agent-fail-$task" ]; then echo "fake agent: $task is broken today" >&2; exit 3; fi
+if [ -f .agent-hang ]; then
+  sleep 1000 &
+  echo $! > "$RECORD.grandchild"
+  echo $$ > "$RECORD.child"
+  wait
+fi
+sleep "${AGENT_SLEEP:-0.2}"
+end=$(date +%s.%N)
+echo "$start $end $(pwd) $task $phase $(cat /proc/self/stat | cut -d' ' -f6)" >> "$RECORD"
+case $phase in
+  plan) echo 'Plan follows. {"description": "tidy one thing", "steps": ["edit"], "files": []}' ;;
+  implement) echo '{"summary": "edited one file", "files_modified": ["x.py"]}' ;;
+  review)
+    if [ -f .agent-reject ]; then echo '{"passed": false, "feedback": "not good enough"}';
+    else echo 'Reviewed. {"passed": true, "feedback": "fine", "issues": []}'; fi ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class Call:
+    start: float
+    end: float
+    project: str
+    task: str
+    phase: str
+    session: int
+
+
+@dataclass
+class Env:
+    """One isolated world: state home, repos dir, config file and the agent's record."""
+
+    tmp: Path
+    home: Path
+    record: Path
+    agent: Path
+    config: Path
+
+    def repo(self, name: str, files: dict[str, str] | None = None) -> Path:
+        path = self.tmp / "repos" / name
+        path.mkdir(parents=True)
+        for rel, text in (files or {"README.md": f"# {name}\n"}).items():
+            (path / rel).write_text(text)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+        subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+        subprocess.run(["git", "add", "."], cwd=path, check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "init"], cwd=path, check=True)
+        return path
+
+    def write_config(self, data: dict[str, Any]) -> Path:
+        """Merge `data` section by section over the current config (or the defaults)."""
+        base: dict[str, Any] = yaml.safe_load(self.config.read_text()) if self.config.exists() else {
+            "providers": {"preference": ["command"],
+                          "command": {"enabled": True, "timeout": "1m",
+                                      "argv": [str(self.agent), "{prompt}"]}},
+            "tasks": {"enabled": ["lint-fix", "docs-backfill", "dead-code"]},
+        }
+        for key, value in data.items():
+            base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+        self.config.write_text(yaml.safe_dump(base))
+        return self.config
+
+    def projects(self, names: list[str], **config: Any) -> list[Path]:
+        repos = [self.repo(n) for n in names]
+        self.write_config({"projects": [{"path": str(r)} for r in repos], **config})
+        return repos
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+        env.update(NIGHTSHIFT_HOME=str(self.home), RECORD=str(self.record),
+                   XDG_CONFIG_HOME=str(self.tmp / "xdg"), **extra)
+        return env
+
+    def doit(self, *args: str, config: bool = True, cwd: Path | None = None,
+             **env: str) -> subprocess.CompletedProcess[str]:
+        """The real doit CLI on this checkout's dodo.py."""
+        cmd = [sys.executable, "-m", "doit", "-f", str(DODO), *args]
+        if config:
+            cmd.append(f"config={self.config}")
+        return subprocess.run(cmd, cwd=cwd or self.tmp, env=self.environ(**env),
+                              capture_output=True, text=True, timeout=120)
+
+    def calls(self) -> list[Call]:
+        if not self.record.exists():
+            return []
+        out = []
+        for line in self.record.read_text().splitlines():
+            start, end, cwd, task, phase, session = line.split()
+            out.append(Call(float(start), float(end), Path(cwd).name, task, phase, int(session)))
+        return sorted(out, key=lambda c: c.start)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    agent = tmp_path / "fake-agent"
+    agent.write_text(FAKE_AGENT)
+    agent.chmod(0o755)
+    return Env(tmp=tmp_path, home=tmp_path / "home", record=tmp_path / "calls.log", agent=agent,
+               config=tmp_path / "nightshift.yaml")
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one instant; an end at the same instant as a start comes first."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best
+
+
+@pytest.fixture
+def overlap() -> Callable[[list[tuple[float, float]]], int]:
+    return max_overlap

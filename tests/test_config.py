@@ -1,0 +1,151 @@
+"""Config loading: every error class, defaults from the schema, env overrides, ~ expansion,
+and the CLI contract (exit 2, one line per problem, no traceback, nothing written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.config import ConfigError, load_config, load_schema
+from tests.conftest import ROOT, Env
+
+
+def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, builtin_slugs(), env or {})
+    return [line.removeprefix(f"config error: {path}: ") for line in info.value.lines]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("schedule: {max_taks: 2}",
+     "schedule.max_taks: unknown key; did you mean 'max_tasks'? allowed keys: cron, interval, "
+     "max_projects, max_tasks, window"),
+    ("budget: {mode: hourly}",
+     'budget.mode: "hourly" is not allowed; allowed: "daily", "weekly"'),
+    ("budget: {max_percent: 101}", "budget.max_percent: 101 is out of range; allowed: 0 to 100"),
+    ("schedule: {max_tasks: 0}", "schedule.max_tasks: 0 is out of range; allowed: at least 1"),
+    ("schedule: {max_tasks: two}", "schedule.max_tasks: is a string; expected integer"),
+    ("tasks: {intervals: {lint-fix: 2w}}",
+     "tasks.intervals.lint-fix: '2w' is not a duration; use Go syntax such as 30m, 1h30m, "
+     "168h, or 7d"),
+    ("projects: [{priority: 1}]", "projects[0]: each project needs a 'path' or a 'pattern'"),
+    ("providers: {preference: [codex, codex]}",
+     "providers.preference: lists an entry more than once; each may appear once"),
+    ("schedule: {window: {start: '25:00', end: '06:00'}}",
+     "schedule.window.start: '25:00' is not a time of day; use HH:MM between 00:00 and 23:59"),
+    ("schedule: {window: {start: '22:00'}}",
+     "schedule.window: 'end' is a required property; add it"),
+    ("schedule: {cron: '0 2 * * *', interval: 1h}",
+     "schedule: cron and interval are both set; set only one of them"),
+    ("tasks: {enabled: [lint-fixx]}",
+     "tasks.enabled[0]: unknown task 'lint-fixx'; did you mean 'lint-fix'? see "
+     "nightshift_tasks/catalog.yaml for every task"),
+    ("tasks: {custom: [{type: lint-fix, name: L, description: d}]}",
+     "tasks.custom[0].type: 'lint-fix' is a built-in task; choose another slug"),
+    ("providers: {command: {enabled: true}}",
+     'providers.command.argv: missing; an enabled command provider needs argv, e.g. '
+     '["my-agent", "--print", "{prompt}"]'),
+    ("- just\n- a list\n",
+     "(top level): is a list; expected a mapping of sections such as projects, tasks, providers"),
+])
+def test_each_error_class_has_a_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    assert errors_for(tmp_path, text) == [expected]
+
+
+def test_every_problem_is_reported_at_once_sorted_by_key(tmp_path: Path) -> None:
+    lines = errors_for(tmp_path, "budget: {mode: x}\nschedule: {max_tasks: 0}\nbogus: 1\n")
+    assert [line.split(":")[0] for line in lines] == ["bogus", "budget.mode", "schedule.max_tasks"]
+
+
+def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("projects:\n  - path: /x\n  bad: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, builtin_slugs(), {})
+    assert info.value.lines == [
+        f"config error: {path}: line 3, column 3: invalid YAML: expected <block end>, but found '?'"]
+
+
+def test_defaults_come_from_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("projects: [{path: ~/src/app}]\n")
+    config = load_config(path, builtin_slugs(), {})
+    assert config.section("schedule") == {"max_projects": 0, "max_tasks": 1}
+    assert config.section("providers")["preference"] == ["claude", "codex", "copilot", "command"]
+    assert config.section("providers")["codex"]["dangerously_bypass_approvals_and_sandbox"] is False
+    assert config.data["projects"] == [{"path": str(Path.home() / "src/app"), "priority": 0,
+                                        "exclude": []}]
+    assert config.section("providers")["claude"]["data_path"] == str(Path.home() / ".claude")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("projects: [{path: repos/app}]\n")
+    assert load_config(path, builtin_slugs(), {}).data["projects"][0]["path"] == \
+        str(tmp_path / "repos/app")
+
+
+def test_environment_overrides_scalar_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("budget: {max_percent: 50}\n")
+    config = load_config(path, builtin_slugs(), {
+        "NIGHTSHIFT_BUDGET_MAX_PERCENT": "80", "NIGHTSHIFT_PROVIDERS_CLAUDE_ENABLED": "false",
+        "NIGHTSHIFT_LOG_LEVEL": "debug", "NIGHTSHIFT_SCHEDULE_MAX_TASKS": "3"})
+    assert config.section("budget")["max_percent"] == 80
+    assert config.section("providers")["claude"]["enabled"] is False
+    assert config.section("logging")["level"] == "debug"
+    assert config.section("schedule")["max_tasks"] == 3
+
+
+def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
+    lines = errors_for(tmp_path, "{}", {"NIGHTSHIFT_BUDGET_MAX_PERCENT": "lots",
+                                        "NIGHTSHIFT_BUDGET_MODE": "hourly",
+                                        "NIGHTSHIFT_PROVIDERS_CODEX_ENABLED": "maybe"})
+    assert sorted(lines) == sorted([
+        "config error: $NIGHTSHIFT_BUDGET_MAX_PERCENT: budget.max_percent: 'lots' is not an integer",
+        "config error: $NIGHTSHIFT_PROVIDERS_CODEX_ENABLED: providers.codex.enabled: 'maybe' is "
+        "not a boolean; use true or false",
+        "config error: $NIGHTSHIFT_BUDGET_MODE: budget.mode: \"hourly\" is not allowed; "
+        'allowed: "daily", "weekly"'])
+
+
+def test_example_config_validates_and_loads() -> None:
+    data = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    jsonschema.Draft202012Validator(load_schema("config.schema.json")).validate(data)
+    load_config(ROOT / "config.example.yaml", builtin_slugs(), {})
+
+
+@pytest.mark.parametrize("command", [["list"], ["run", "-n", "2"]])
+def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[str]) -> None:
+    env.projects(["alpha"])
+    env.config.write_text(env.config.read_text() + "budget: {mode: hourly}\nextra: 1\n")
+    result = env.doit(*command)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'config error: {env.config}: budget.mode: "hourly" is not allowed; allowed: "daily", '
+        '"weekly"',
+        f"config error: {env.config}: extra: unknown key; allowed keys: budget, integrations, "
+        "logging, projects, providers, reporting, schedule, tasks"]
+    assert not env.home.exists()
+    assert not env.record.exists()
+
+
+def test_missing_config_explains_how_to_start(env: Env) -> None:
+    result = env.doit("list", config=False)
+    assert result.returncode == 2
+    assert "no config found" in result.stderr and "cp config.example.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not env.home.exists()
+
+
+def test_explicit_config_that_does_not_exist_is_an_error(env: Env) -> None:
+    result = env.doit("list", config=False, NIGHTSHIFT_CONFIG=str(env.tmp / "nope.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"config error: $NIGHTSHIFT_CONFIG names "
+                                     f"{env.tmp / 'nope.yaml'}, which does not exist")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import Env
+
+
+def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
+    result = subprocess.run([sys.executable, "-m", "nightshift_tasks", "demo"], env=env.environ(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    total = next(line for line in lines if line.startswith("TOTAL"))
+    assert total.split()[1:5] == ["12", "0", "0", "0"]
+    report = env.home / "demo/repos/billing-api/.nightshift/reports/tech-debt-classify.md"
+    assert report.read_text().splitlines()[2] == "2 marker(s) found."
+    assert "| FIXME | db.py | 1 | connection is never closed |" in report.read_text()
+    topology = env.home / "demo/repos/web-frontend/.nightshift/reports/repo-topology.md"
+    assert "- src/big.js: 260 lines" in topology.read_text()

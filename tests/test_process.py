@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nightshift_tasks.process import run_process
+
+
+def test_output_exit_code_and_cwd(tmp_path: Path) -> None:
+    result = run_process(["sh", "-c", 'pwd; echo err >&2; exit 4'], str(tmp_path), 10, os.environ)
+    assert (result.exit_code, result.stdout.strip(), result.stderr.strip()) == (4, str(tmp_path), "err")
+    assert not result.ok
+
+
+def test_the_prompt_stays_one_argument_without_a_shell(tmp_path: Path) -> None:
+    prompt = 'a "b" $(touch pwned) ; rm -rf /'
+    result = run_process(["printf", "%s|", prompt, "x"], str(tmp_path), 10, os.environ)
+    assert result.stdout == f"{prompt}|x|"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "gc"
+    script = f"sleep 300 & echo $! > {pidfile}; trap '' TERM; wait"
+    result = run_process(["sh", "-c", script], str(tmp_path), 0.5, os.environ, grace=0.5)
+    assert result.timed_out and result.exit_code == -1
+    pid = int(pidfile.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+
+
+def test_missing_program_is_an_error_not_an_exception(tmp_path: Path) -> None:
+    result = run_process(["/nonexistent/agent"], str(tmp_path), 10, os.environ)
+    assert result.error is not None and result.error.startswith("cannot start /nonexistent/agent")

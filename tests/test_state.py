@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+
+from nightshift_tasks import state
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    conn.close()
+    conn = state.connect(tmp_path / "s.db")
+    assert [tuple(r) for r in conn.execute("SELECT version FROM schema_version")] == [(1,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"projects", "task_history", "assigned_tasks", "run_history", "chains", "attempts"} <= tables
+
+
+def test_chain_transitions_and_completion(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    day = date.today().isoformat()
+    chain = state.open_chain(conn, "/p", day, ["a", "b"], "command", "r1")
+    assert state.open_chain(conn, "/p", day, ["x"], "command", "r2") == chain
+    statuses = lambda: [tuple(r) for r in conn.execute(  # noqa: E731
+        "SELECT task, status FROM attempts ORDER BY id")]
+    assert statuses() == [("a", "planned"), ("b", "planned")]
+    first = state.start_attempt(conn, chain, "r1", "/p", "a", "command", 1, "/log")
+    assert statuses() == [("a", "running"), ("b", "planned")]
+    assert state.assigned_tasks(conn, "/p") == {"a"}
+    assert state.finish_attempt(conn, first, state.Outcome("failed", 1, "boom")) is False
+    assert state.task_last_runs(conn, "/p") == {}
+    second = state.start_attempt(conn, chain, "r1", "/p", "b", "command", 1, "/log")
+    assert state.finish_attempt(conn, second, state.Outcome("completed", 2)) is True
+    assert set(state.task_last_runs(conn, "/p")) == {"b"}
+    found = state.chain_for_day(conn, "/p", day)
+    assert found is not None and found.finished and found.status == {"a": "failed", "b": "completed"}
+    assert tuple(conn.execute("SELECT status, error FROM run_history").fetchone()) == ("partial", "a: boom")
+    assert conn.execute("SELECT run_count FROM projects").fetchone()[0] == 1
+    assert state.assigned_tasks(conn, "/p") == set()
+
+
+def test_stale_assignments_are_cleared(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    old = state.stamp(state.now() - timedelta(hours=3))
+    conn.execute("INSERT INTO assigned_tasks VALUES ('a:/p', '/p', 'a', ?)", (old,))
+    conn.execute("INSERT INTO assigned_tasks VALUES ('b:/p', '/p', 'b', ?)", (state.stamp(state.now()),))
+    assert state.clear_stale_assignments(conn, timedelta(hours=2)) == 1
+    assert state.assigned_tasks(conn, "/p") == {"b"}
+
+
+def test_a_failed_write_rolls_back(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    try:
+        with state.write(conn):
+            conn.execute("INSERT INTO projects (path) VALUES ('/x')")
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    assert conn.execute("SELECT COUNT(*) FROM projects").fetchone()[0] == 0
+    assert not conn.in_transaction
+    assert isinstance(conn, sqlite3.Connection)
