@@ -179,6 +179,8 @@ def test_interrupted_chain_resumes_without_rerunning_completed_tasks(env: Env) -
     assert child.exists()
     while not _chain_finished(env, "beta") and time.monotonic() < deadline:
         time.sleep(0.05)  # polling the ledger for beta's chain to be committed
+    listed = env.doit("list", "--status")  # doit's sqlite3 dep file is not locked by the run
+    assert listed.returncode == 0 and "R alpha" in listed.stdout and "U beta" in listed.stdout
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130

@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from nightshift_tasks.process import run_process
 
 
@@ -31,3 +33,11 @@ def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
 def test_missing_program_is_an_error_not_an_exception(tmp_path: Path) -> None:
     result = run_process(["/nonexistent/agent"], str(tmp_path), 10, os.environ)
     assert result.error is not None and result.error.startswith("cannot start /nonexistent/agent")
+
+
+def test_timeout_without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where os.pidfd_open is missing (macOS), the polling fallback still times out."""
+    monkeypatch.delattr(os, "pidfd_open")
+    result = run_process(["sleep", "30"], str(tmp_path), 0.3, os.environ, grace=0.5)
+    assert result.timed_out
+    assert run_process(["true"], str(tmp_path), 5, os.environ).ok
