@@ -25,6 +25,8 @@ class TaskDef:
     interval_s: float
     disabled_by_default: bool
     description: str
+    min_tokens: int
+    max_tokens: int
     custom: bool = False
 
 
@@ -46,16 +48,21 @@ def build_catalog(custom: list[dict[str, Any]]) -> list[TaskDef]:
     Custom entries arrive validated, with schema defaults for category, cost and risk.
     """
     data = catalog_data()
+    tiers = data["cost_tiers"]
+
     tasks = [
         TaskDef(slug=t["slug"], name=t["name"], category=t["category"], cost=t["cost"],
                 risk=t["risk"], interval_s=parse_duration(t["interval"]),
-                disabled_by_default=t["disabled_by_default"], description=t["description"])
+                disabled_by_default=t["disabled_by_default"], description=t["description"],
+                min_tokens=tiers[t["cost"]]["min_tokens"], max_tokens=tiers[t["cost"]]["max_tokens"])
         for t in data["tasks"]
     ]
     for entry in custom:
         interval = entry.get("interval") or data["categories"][entry["category"]]["interval"]
+        tier = tiers[entry["cost_tier"]]
         tasks.append(TaskDef(slug=entry["type"], name=entry["name"], category=entry["category"],
                              cost=entry["cost_tier"], risk=entry["risk_level"],
                              interval_s=parse_duration(interval), disabled_by_default=False,
-                             description=entry["description"], custom=True))
+                             description=entry["description"], min_tokens=tier["min_tokens"],
+                             max_tokens=tier["max_tokens"], custom=True))
     return tasks

@@ -20,7 +20,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from nightshift_tasks.paths import schema_dir
+from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.paths import find_config, schema_dir
 
 ENV_PREFIX = "NIGHTSHIFT_"
 # Names the original tool also honoured, beside the automatic NIGHTSHIFT_<SECTION>_<KEY>.
@@ -300,6 +301,80 @@ def semantic_errors(data: dict[str, Any], source: str, known_slugs: list[str]) -
             lines.append(f"config error: {source}: {key}: unknown task {slug!r}; {hint}"
                          "see nightshift_tasks/catalog.yaml for every task")
     return lines
+
+
+# The keys a project's own nightshift.yaml may set (§1.5 of the behaviour spec).
+PROJECT_KEYS = {
+    ("schedule", "cron"), ("schedule", "interval"), ("budget", "max_percent"),
+    ("budget", "reserve_percent"), ("tasks", "enabled"), ("tasks", "disabled"),
+    ("tasks", "priorities"), ("providers", "claude", "enabled"), ("providers", "codex", "enabled"),
+    ("logging", "level"),
+}
+# Of those, the ones that cannot differ per project: accepted, and reported as ignored.
+GLOBAL_ONLY = {("schedule", "cron"), ("schedule", "interval"), ("logging", "level")}
+
+
+def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Key paths, stopping at project keys (so maps like tasks.priorities stay whole)."""
+    if prefix in PROJECT_KEYS or not isinstance(data, dict):
+        yield prefix
+        return
+    for key, value in data.items():
+        yield from _leaves(value, (*prefix, str(key)))
+
+
+def load_project_override(path: Path, known_slugs: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """A project's own config: validated by the same schema, limited to PROJECT_KEYS.
+
+    Returns the override and notes about keys that have no per-project effect.
+    """
+    schema = load_schema("config.schema.json")
+    raw = read_yaml(path)
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config error: {path}: (top level): is {_type_name(raw)}; expected a "
+                           "mapping"])
+    errors = validate(raw, schema, str(path)) + semantic_errors(raw, str(path), known_slugs)
+    allowed = ", ".join(sorted(dotted(k) for k in PROJECT_KEYS))
+    notes = []
+    for key in _leaves(raw):
+        if key not in PROJECT_KEYS:
+            errors.append(f"config error: {path}: {dotted(key)}: cannot be set per project; "
+                          f"allowed here: {allowed}")
+        elif key in GLOBAL_ONLY:
+            notes.append(f"{path}: {dotted(key)} is global; the per-project value is ignored")
+    if errors:
+        raise ConfigError(sorted(set(errors)))
+    return raw, notes
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; lists and scalars from the override replace the base's."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+NO_CONFIG = """\
+nightshift: no config found. It looks for `config=PATH` on the doit command line, then
+$NIGHTSHIFT_CONFIG, then ./nightshift.yaml, then $XDG_CONFIG_HOME/nightshift/config.yaml
+(~/.config/nightshift/config.yaml). To start, copy the commented example and list your
+repositories under `projects:`, e.g. `mkdir -p ~/.config/nightshift && cp config.example.yaml
+~/.config/nightshift/config.yaml`, then run `doit list` to see the plan; or try
+`python -m nightshift_tasks demo` for an offline demo."""
+
+
+def open_config(var: str | None, cwd: Path, env: Mapping[str, str] = os.environ) -> Config:
+    """Find the config by the lookup order and load it; ConfigError when there is none."""
+    path, why = find_config(var, cwd, env)
+    if path is None:
+        raise ConfigError([f"config error: {why}" if why else NO_CONFIG])
+    return load_config(path, builtin_slugs(), env)
 
 
 def load_config(path: Path, known_slugs: list[str],

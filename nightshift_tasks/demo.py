@@ -56,6 +56,8 @@ def write_config(root: Path, repos: list[Path]) -> Path:
         "projects": [{"path": str(p)} for p in repos],
         "schedule": {"max_tasks": 2},
         "tasks": {"enabled": ["tech-debt-classify", "repo-topology"]},
+        # Both are medium-cost tasks: a weekly budget that lets the allowance cover them.
+        "budget": {"weekly_tokens": 2_000_000},
         "providers": {
             "preference": ["command"],
             "command": {"enabled": True, "timeout": "2m",

@@ -57,7 +57,7 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         attempt = state.start_attempt(conn, chain_id, spec["run_id"], spec["path"], spec["slug"],
                                       spec["provider"], os.getpid(), str(log))
         brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
-                          spec["path"])
+                          spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
         try:
             result = run_loop(make_agent(spec, log), brief)
         except KeyboardInterrupt:

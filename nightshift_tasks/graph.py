@@ -6,6 +6,7 @@ nightshift_tasks` through a ModuleTaskLoader for an installed package.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Iterator
@@ -16,21 +17,15 @@ from typing import Any
 import doit
 
 from nightshift_tasks import execute, guard, state
-from nightshift_tasks.catalog import TaskDef, build_catalog, builtin_slugs
-from nightshift_tasks.config import Config, ConfigError, load_config
+from nightshift_tasks.catalog import TaskDef, build_catalog
+from nightshift_tasks.config import Config, ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
-from nightshift_tasks.paths import find_config, nightshift_home
-from nightshift_tasks.plan import Plan, ProjectPlan, build_plan
+from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
 from nightshift_tasks.process import interrupt_on_term
 
 EXIT_CONFIG = 2
-NO_CONFIG = """\
-nightshift: no config found. It looks for `config=PATH` on the doit command line, then
-$NIGHTSHIFT_CONFIG, then ./nightshift.yaml, then $XDG_CONFIG_HOME/nightshift/config.yaml
-(~/.config/nightshift/config.yaml). To start, copy the commented example and list your
-repositories under `projects:`, e.g. `mkdir -p ~/.config/nightshift && cp config.example.yaml
-~/.config/nightshift/config.yaml`, then run `doit list` to see the plan; or try
-`python -m nightshift_tasks demo` for an offline demo."""
+TRUE_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -42,6 +37,7 @@ class Engine:
     plan: Plan
     db_path: Path
     log_dir: Path
+    options: Options
     run_id: str
 
 
@@ -56,25 +52,49 @@ def load_engine() -> Engine:
     global _engine
     if _engine is not None:
         return _engine
-    cwd = Path(doit.get_initial_workdir() or os.getcwd())
-    path, why = find_config(doit.get_var("config"), cwd)
-    if path is None:
-        print(f"config error: {why}" if why else NO_CONFIG, file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
     try:
-        config = load_config(path, builtin_slugs())
+        config = open_config(doit.get_var("config"), Path(doit.get_initial_workdir() or os.getcwd()))
+        catalog = build_catalog(config.section("tasks")["custom"])
+        options = run_options(catalog)
+        home = nightshift_home()
+        db_path = Path(config.section("budget").get("db_path") or home / "state.db")
+        log_dir = Path(config.section("logging").get("path") or home / "logs")
+        at = state.now()
+        plan = build_plan(config, catalog, guard.connection(str(db_path)), at, options)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    home = nightshift_home()
-    db_path = Path(config.section("budget").get("db_path") or home / "state.db")
-    log_dir = Path(config.section("logging").get("path") or home / "logs")
-    catalog = build_catalog(config.section("tasks")["custom"])
-    at = state.now()
-    plan = build_plan(config, catalog, guard.connection(str(db_path)), at)
-    _engine = Engine(config, catalog, plan, db_path, log_dir,
+    for project in plan.projects:
+        for warning in project.warnings:
+            print(f"nightshift: warning: {project.name}: {warning}", file=sys.stderr)
+    _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine
+
+
+def _flag(name: str) -> bool:
+    raw = doit.get_var(name)
+    if raw is None:
+        return False
+    if raw.lower() not in TRUE_WORDS:
+        raise ConfigError([f"argument error: {name}={raw}: not a yes/no value; use {name}=1 or {name}=0"])
+    return TRUE_WORDS[raw.lower()]
+
+
+def run_options(catalog: list[TaskDef]) -> Options:
+    """The command-line variables task=<slug>, random_task=1 and ignore_budget=1."""
+    force = doit.get_var("task")
+    options = Options(force_task=force, random_task=_flag("random_task"),
+                      ignore_budget=_flag("ignore_budget"))
+    slugs = [t.slug for t in catalog]
+    if force is not None and force not in slugs:
+        close = difflib.get_close_matches(force, slugs, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError([f"argument error: task={force}: unknown task; {hint}"
+                           "`python -m nightshift_tasks tasks list` shows every task"])
+    if force and options.random_task:
+        raise ConfigError(["argument error: task= and random_task=1 both given; use one of them"])
+    return options
 
 
 def doit_config() -> dict[str, Any]:
@@ -96,6 +116,14 @@ def doit_config() -> dict[str, Any]:
     }
 
 
+class Explanation(dict[str, list[str]]):
+    """A project's selection reasons as the group task's `meta`. `doit info` pprints meta,
+    and pprint falls back to this repr, so the reasons print as plain lines."""
+
+    def __repr__(self) -> str:
+        return "\n" + "\n".join(self["selection"])
+
+
 def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, Any]:
     """The action's single argument: plain data, so it pickles under any start method."""
     settings = dict(engine.config.section("providers")[project.provider or "command"])
@@ -112,6 +140,8 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "provider": project.provider,
         "settings": settings,
         "timeout_s": parse_duration(settings["timeout"]),
+        "notes": list(project.notes),
+        "sources": project.sources.get(task.slug, []),
     }
 
 
@@ -119,10 +149,12 @@ def task_projects() -> Iterator[dict[str, Any]]:
     """One group task per project, one chained subtask per planned maintenance task."""
     engine = load_engine()
     by_slug = {t.slug: t for t in engine.catalog}
+    forced = engine.options.force_task is not None  # task=<slug> bypasses the daily guard
     for project in engine.plan.projects:
         guard_args = [str(engine.db_path), project.path]
         yield {"basename": project.name, "name": None, "doc": project.doc(),
-               "uptodate": [(guard.done_today, [*guard_args, *project.tasks], {})]}
+               "meta": Explanation(selection=project.explain()),
+               "uptodate": [None] if forced else [(guard.done_today, [*guard_args, *project.tasks], {})]}
         previous: str | None = None
         for slug in project.tasks:
             task = by_slug.get(slug)
@@ -134,7 +166,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "doc": task.name,
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
-                "uptodate": [(guard.done_today, [*guard_args, slug], {})],
+                "uptodate": [None] if forced else [(guard.done_today, [*guard_args, slug], {})],
                 "verbosity": 0,
             }
             previous = f"{project.name}:{slug}"

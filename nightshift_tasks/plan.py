@@ -1,19 +1,36 @@
-"""Per project: which provider, which tasks, or why it is skipped. Pure data.
+"""Per project: which provider, which tasks and why, or why it is skipped. Pure data.
 
-This is the only place the plan is computed; `doit list` and `doit run` both show it.
+This is the only place the plan is computed; `doit list`, `doit info` and `doit run` all
+show it.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from nightshift_tasks import agents, state
+from nightshift_tasks import agents, budget, state
 from nightshift_tasks.catalog import TaskDef
-from nightshift_tasks.config import Config
+from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
+from nightshift_tasks.context import read_context
 from nightshift_tasks.projects import ProjectRef, resolve_projects
-from nightshift_tasks.select import Decision, TaskRules, select_tasks
+from nightshift_tasks.select import Decision, Signals, TaskRules, none_picked_reason, select_tasks
+from nightshift_tasks.sources import Sources, gather
+
+PROJECT_CONFIG = "nightshift.yaml"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line variables of one run: task=<slug>, random_task=1, ignore_budget=1."""
+
+    force_task: str | None = None
+    random_task: bool = False
+    ignore_budget: bool = False
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,10 @@ class ProjectPlan:
     skip_reason: str | None = None
     done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
     decisions: list[Decision] = field(default_factory=list)
+    allowance: int | None = None
+    notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
+    sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
+    warnings: tuple[str, ...] = ()
 
     @property
     def finished_today(self) -> bool:
@@ -41,6 +62,21 @@ class ProjectPlan:
             return f"{line} (resuming: {len(self.done)}/{len(self.tasks)} done today)"
         return line
 
+    def explain(self) -> list[str]:
+        """What `doit info <project>` shows: every catalogue task and why."""
+        budget_note = f", allowance {self.allowance:,} tokens" if self.allowance is not None else ""
+        lines = [f"{self.path} (provider {self.provider or '-'}{budget_note})"]
+        if self.skip_reason:
+            lines.append(f"skipped: {self.skip_reason}")
+        if not self.decisions and self.tasks:
+            lines.append(f"today's chain, planned by an earlier run: {', '.join(self.tasks)}")
+        for d in self.decisions:
+            verdict = "picked" if d.picked else "not picked"
+            why = f"score {d.breakdown}" + (f"; {d.reason}" if d.reason else "")
+            lines.append(f"  {verdict:<10} {d.slug:<22} {why}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return lines
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -50,9 +86,13 @@ class Plan:
         return [p for p in self.projects if p.tasks]
 
 
-def choose_provider(config: Config) -> tuple[str | None, str]:
-    """First provider in preference order that is enabled and whose CLI is present."""
-    providers = config.section("providers")
+def choose_provider(data: dict[str, Any], at: datetime, ignore_budget: bool
+                    ) -> tuple[str | None, int | None, str]:
+    """First provider in preference order that is enabled, installed and has allowance.
+
+    Returns (provider, allowance, why none).
+    """
+    providers = data["providers"]
     notes = []
     for name in providers["preference"]:
         settings = providers[name]
@@ -63,58 +103,105 @@ def choose_provider(config: Config) -> tuple[str | None, str]:
         if missing:
             notes.append(f"{name} {missing}")
             continue
-        return name, ""
-    return None, "no provider: " + "; ".join(notes)
+        allowance = budget.allowance(data["budget"], name, at)
+        if ignore_budget:
+            return name, None, ""
+        if allowance <= 0:
+            notes.append(f"{name} budget exhausted (allowance 0)")
+            continue
+        return name, allowance, ""
+    return None, None, "no provider: " + "; ".join(notes)
 
 
-def _rules(config: Config, ref: ProjectRef) -> TaskRules:
-    tasks = config.section("tasks")
+def _rules(data: dict[str, Any], ref: ProjectRef) -> TaskRules:
+    tasks = data["tasks"]
     return TaskRules(enabled=ref.tasks if ref.tasks is not None else tasks["enabled"],
                      disabled=tasks["disabled"], priorities=tasks["priorities"],
-                     intervals=tasks["intervals"],
-                     max_tasks=config.section("schedule")["max_tasks"])
+                     intervals=tasks["intervals"], max_tasks=data["schedule"]["max_tasks"])
 
 
-def build_plan(config: Config, catalog: list[TaskDef], conn: sqlite3.Connection,
-               at: datetime) -> Plan:
-    day = at.date().isoformat()
-    refs = resolve_projects(config.data["projects"], state.project_last_runs(conn))
-    provider, no_provider = choose_provider(config)
-    max_projects = config.section("schedule")["max_projects"]
-    planned = 0
-    plans = []
-    for ref in refs:
-        if ref.missing:
-            plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{ref.missing}: {ref.path}"))
-            continue
-        chain = state.chain_for_day(conn, ref.path, day)
+def project_data(config: Config, ref: ProjectRef, slugs: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The config as it applies to one project: its own nightshift.yaml merged over the main one."""
+    path = Path(ref.config or Path(ref.path) / PROJECT_CONFIG)
+    if not path.is_file() or path.resolve() == config.path.resolve():
+        return config.data, []
+    override, notes = load_project_override(path, slugs)
+    return merged(config.data, override), notes
+
+
+class Planner:
+    """Builds the plan; one instance per doit invocation."""
+
+    def __init__(self, config: Config, catalog: list[TaskDef], conn: sqlite3.Connection,
+                 at: datetime, options: Options) -> None:
+        self.config, self.catalog, self.conn, self.at, self.options = config, catalog, conn, at, options
+        self.rng = random.Random() if options.random_task else None
+
+    def build(self) -> Plan:
+        refs = resolve_projects(self.config.data["projects"], state.project_last_runs(self.conn))
+        slugs = [t.slug for t in self.catalog]
+        cap = self.config.section("schedule")["max_projects"]
+        plans, errors, planned = [], [], 0
+        for ref in refs:
+            if ref.missing:
+                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{ref.missing}: {ref.path}"))
+                continue
+            try:
+                data, notes = project_data(self.config, ref, slugs)
+            except ConfigError as exc:
+                errors += exc.lines
+                continue
+            plan = self.plan_project(ref, data, notes, over_cap=bool(cap) and planned >= cap)
+            planned += bool(plan.tasks) and not plan.finished_today
+            plans.append(plan)
+        if errors:
+            raise ConfigError(errors)
+        return Plan(plans)
+
+    def plan_project(self, ref: ProjectRef, data: dict[str, Any], notes: list[str],
+                     over_cap: bool) -> ProjectPlan:
+        integrations = data["integrations"]
+        context = read_context(Path(ref.path), self.catalog, integrations["claude_md"],
+                               integrations["agents_md"])
+        chain = None
+        if self.options.force_task is None:
+            chain = state.chain_for_day(self.conn, ref.path, self.at.date().isoformat())
         if chain is not None:
             # Today's chain is kept as planned: resumed if interrupted, shown done if finished.
             done = [t for t in chain.tasks if chain.status.get(t) in state.TERMINAL]
-            plans.append(ProjectPlan(ref.name, ref.path, chain.provider, chain.tasks, done=done))
-            if len(done) < len(chain.tasks):
-                planned += 1
-            continue
-        decisions = select_tasks(catalog, _rules(config, ref), state.task_last_runs(conn, ref.path),
-                                 state.assigned_tasks(conn, ref.path), at)
+            found = self._sources(data, ref) if len(done) < len(chain.tasks) else Sources((), (), ())
+            return self._plan(ref, context.notes, found, notes, provider=chain.provider,
+                              tasks=chain.tasks, done=done)
+        provider, allowance, no_provider = choose_provider(data, self.at, self.options.ignore_budget)
+        found = self._sources(data, ref)
+        signals = Signals(state.task_last_runs(self.conn, ref.path),
+                          state.assigned_tasks(self.conn, ref.path), context.mentioned,
+                          found.sourced, allowance, provider or "")
+        decisions = select_tasks(self.catalog, _rules(data, ref), signals, self.at, self.rng)
         picked = [d.slug for d in decisions if d.picked]
-        if provider is None:
-            plans.append(ProjectPlan(ref.name, ref.path, None, [], no_provider, decisions=decisions))
-        elif not picked:
-            plans.append(ProjectPlan(ref.name, ref.path, None, [], _why_none(decisions),
-                                     decisions=decisions))
-        elif max_projects and planned >= max_projects:
-            plans.append(ProjectPlan(ref.name, ref.path, None, [],
-                                     f"schedule.max_projects ({max_projects}) reached",
-                                     decisions=decisions))
-        else:
-            planned += 1
-            plans.append(ProjectPlan(ref.name, ref.path, provider, picked, decisions=decisions))
-    return Plan(plans)
+        if self.options.force_task:
+            picked = [self.options.force_task]
+        reason = (no_provider if provider is None else
+                  none_picked_reason(decisions) if not picked else
+                  f"schedule.max_projects ({data['schedule']['max_projects']}) reached"
+                  if over_cap else None)
+        return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
+                          tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
+                          allowance=allowance)
+
+    def _sources(self, data: dict[str, Any], ref: ProjectRef) -> Sources:
+        return gather(data["integrations"]["task_sources"], Path(ref.path), self.catalog)
+
+    @staticmethod
+    def _plan(ref: ProjectRef, context_notes: tuple[str, ...], found: Sources, warnings: list[str],
+              **kw: Any) -> ProjectPlan:
+        texts = {slug: [f"{item.origin}: {item.text}" for item in found.items if slug in item.slugs]
+                 for slug in kw["tasks"]}
+        return ProjectPlan(ref.name, ref.path, notes=context_notes + found.notes,
+                           sources={k: v for k, v in texts.items() if v},
+                           warnings=found.warnings + tuple(warnings), **kw)
 
 
-def _why_none(decisions: list[Decision]) -> str:
-    cooling = sum(d.reason.startswith("cooldown") for d in decisions)
-    if cooling:
-        return f"no task ready ({cooling} on cooldown)"
-    return "no task enabled"
+def build_plan(config: Config, catalog: list[TaskDef], conn: sqlite3.Connection, at: datetime,
+               options: Options | None = None) -> Plan:
+    return Planner(config, catalog, conn, at, options or Options()).build()

@@ -20,15 +20,24 @@ class TaskBrief:
     description: str
     project: str
     path: str
+    notes: tuple[str, ...] = ()  # the project's conventions and constraints (CLAUDE.md, AGENTS.md)
+    sources: tuple[str, ...] = ()  # issues and td tasks that ask for this task
 
 
 def _header(phase: str, brief: TaskBrief) -> str:
-    return (
+    text = (
         f"# nightshift: {phase} phase\n\n"
         f"Project: {brief.project} ({brief.path})\n"
         f"Task: {brief.name} [{brief.slug}]\n\n"
         f"## The task\n{brief.description.strip()}\n"
     )
+    if brief.sources:
+        text += ("\n## Requests that asked for this task\nAddress these first where they fit "
+                 "the task:\n" + "".join(f"- {s}\n" for s in brief.sources))
+    if brief.notes:
+        text += ("\n## The project's conventions and constraints\nFollow these; they come from "
+                 "the project's own agent instructions:\n" + "".join(f"- {n}\n" for n in brief.notes))
+    return text
 
 
 def plan_prompt(brief: TaskBrief) -> str:

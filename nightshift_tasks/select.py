@@ -1,16 +1,20 @@
-"""Pick the tasks for one project: filters first, then a deterministic score order."""
+"""Pick the tasks for one project: filters first, then a deterministic score order, with
+the reason for every pick and every skip."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from nightshift_tasks.catalog import TaskDef
-from nightshift_tasks.durations import parse_duration
+from nightshift_tasks.durations import format_duration, parse_duration
 
 NEVER_RUN_BONUS = 3.0
 BONUS_PER_DAY = 0.1
 MAX_BONUS_DAYS = 30
+CONTEXT_BONUS = 2.0
+SOURCE_BONUS = 3.0
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,28 @@ class TaskRules:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """What is known about the project when selecting: history, context, sources, budget."""
+
+    last_runs: dict[str, datetime] = field(default_factory=dict)
+    assigned: set[str] = field(default_factory=set)
+    mentioned: frozenset[str] = frozenset()
+    sourced: frozenset[str] = frozenset()
+    allowance: int | None = None  # None: the budget is ignored
+    provider: str = ""
+
+
+@dataclass(frozen=True)
 class Decision:
     """Why one catalogue task was or was not picked."""
 
     slug: str
     picked: bool
     score: float
-    reason: str
+    breakdown: str
+    reason: str  # empty when picked
+    kind: str = ""  # the filter that dropped it: disabled, budget, assigned, cooldown, rank
+    ready_in: float = 0.0  # cooldown seconds left
 
 
 def staleness(last_run: datetime | None, at: datetime) -> float:
@@ -40,6 +59,17 @@ def staleness(last_run: datetime | None, at: datetime) -> float:
         return NEVER_RUN_BONUS
     days = int((at - last_run).total_seconds() // 86400)
     return min(max(days, 0), MAX_BONUS_DAYS) * BONUS_PER_DAY
+
+
+def score(task: TaskDef, rules: TaskRules, signals: Signals, at: datetime) -> tuple[float, str]:
+    parts = [("priority", float(rules.priorities.get(task.slug, 0))),
+             ("staleness", staleness(signals.last_runs.get(task.slug), at))]
+    if task.slug in signals.mentioned:
+        parts.append(("context", CONTEXT_BONUS))
+    if task.slug in signals.sourced:
+        parts.append(("source", SOURCE_BONUS))
+    total = sum(v for _, v in parts)
+    return total, f"{total:.1f} = " + " + ".join(f"{name} {v:.1f}" for name, v in parts)
 
 
 def is_enabled(task: TaskDef, rules: TaskRules) -> str | None:
@@ -65,34 +95,64 @@ def cooldown_left(task: TaskDef, rules: TaskRules, last_run: datetime | None,
     return max(0.0, interval - (at - last_run).total_seconds())
 
 
-def select_tasks(catalog: list[TaskDef], rules: TaskRules, last_runs: dict[str, datetime],
-                 assigned: set[str], at: datetime) -> list[Decision]:
+def _filter(task: TaskDef, rules: TaskRules, signals: Signals, at: datetime) -> tuple[str, str, float]:
+    """(kind, reason, cooldown left) of the first filter that drops the task, or ('', '', 0)."""
+    why = is_enabled(task, rules)
+    if why:
+        return "disabled", why, 0.0
+    if signals.allowance is not None and task.max_tokens > signals.allowance:
+        return ("budget", f"over budget: needs up to {task.max_tokens:,} tokens ({task.cost} tier), "
+                f"allowance {signals.allowance:,} ({signals.provider})", 0.0)
+    if task.slug in signals.assigned:
+        return "assigned", "assigned to a run in progress", 0.0
+    wait = cooldown_left(task, rules, signals.last_runs.get(task.slug), at)
+    if wait > 0:
+        ready = datetime.fromtimestamp(at.timestamp() + wait).astimezone()
+        return "cooldown", f"cooldown: ready at {ready:%Y-%m-%d %H:%M} (in {format_duration(wait)})", wait
+    return "", "", 0.0
+
+
+def select_tasks(catalog: list[TaskDef], rules: TaskRules, signals: Signals, at: datetime,
+                 rng: random.Random | None = None) -> list[Decision]:
     """A decision for every catalogue task; the picked ones come first, in run order.
 
-    Ties break by catalogue order, never at random.
+    Ties break by score, then catalogue order, never at random. With `rng` (random_task=1)
+    the picks are drawn uniformly from the eligible tasks instead.
     """
-    candidates: list[tuple[float, int, TaskDef]] = []
-    rejected: list[Decision] = []
+    eligible: list[tuple[float, int, TaskDef, str]] = []
+    dropped: list[Decision] = []
     for index, task in enumerate(catalog):
-        last = last_runs.get(task.slug)
-        score = rules.priorities.get(task.slug, 0) + staleness(last, at)
-        why = is_enabled(task, rules)
-        if why is None and task.slug in assigned:
-            why = "assigned to a run in progress"
-        if why is None:
-            wait = cooldown_left(task, rules, last, at)
-            if wait > 0:
-                ready = datetime.fromtimestamp(at.timestamp() + wait).astimezone()
-                why = f"cooldown until {ready:%Y-%m-%d %H:%M}"
-        if why is None:
-            candidates.append((score, index, task))
+        total, breakdown = score(task, rules, signals, at)
+        kind, why, wait = _filter(task, rules, signals, at)
+        if kind:
+            dropped.append(Decision(task.slug, False, total, breakdown, why, kind, wait))
         else:
-            rejected.append(Decision(task.slug, False, score, why))
-    candidates.sort(key=lambda c: (-c[0], c[1]))
+            eligible.append((total, index, task, breakdown))
+    eligible.sort(key=lambda c: (-c[0], c[1]))
+    if rng is not None:
+        chosen = rng.sample(eligible, min(rules.max_tasks, len(eligible)))
+        eligible = chosen + [c for c in eligible if c not in chosen]
     decisions = [
-        Decision(task.slug, rank < rules.max_tasks, score,
-                 f"score {score:.1f}" if rank < rules.max_tasks
-                 else f"score {score:.1f}; beyond schedule.max_tasks ({rules.max_tasks})")
-        for rank, (score, _, task) in enumerate(candidates)
+        Decision(task.slug, True, total, breakdown, "") if rank < rules.max_tasks else
+        Decision(task.slug, False, total, breakdown,
+                 f"ranked {rank + 1}; schedule.max_tasks is {rules.max_tasks}", "rank")
+        for rank, (total, _, task, breakdown) in enumerate(eligible)
     ]
-    return decisions + rejected
+    return decisions + dropped
+
+
+def none_picked_reason(decisions: list[Decision]) -> str:
+    """A specific reason when nothing can run, e.g. '3 tasks on cooldown (next ready: ...)'."""
+    parts = []
+    cooling = sorted((d for d in decisions if d.kind == "cooldown"), key=lambda d: d.ready_in)
+    if cooling:
+        parts.append(f"{len(cooling)} task(s) on cooldown (next ready: {cooling[0].slug} in "
+                     f"{format_duration(cooling[0].ready_in)})")
+    budget = [d for d in decisions if d.kind == "budget"]
+    if budget:
+        reason = budget[0].reason
+        parts.append(f"{len(budget)} over budget ({reason[reason.index('allowance'):]})")
+    assigned = sum(d.kind == "assigned" for d in decisions)
+    if assigned:
+        parts.append(f"{assigned} assigned to a run in progress")
+    return "no task can run: " + ("; ".join(parts) if parts else "every task is disabled")

@@ -37,6 +37,7 @@ if [ -f .agent-hang ]; then
   echo $$ > "$RECORD.child"
   wait
 fi
+printf '%s' "$1" > "$RECORD.prompt.$task.$phase"
 sleep "${AGENT_SLEEP:-0.2}"
 end=$(date +%s.%N)
 echo "$start $end $(pwd) $task $phase $(cat /proc/self/stat | cut -d' ' -f6)" >> "$RECORD"
@@ -88,6 +89,8 @@ class Env:
                           "command": {"enabled": True, "timeout": "1m",
                                       "argv": [str(self.agent), "{prompt}"]}},
             "tasks": {"enabled": ["lint-fix", "docs-backfill", "dead-code"]},
+            # Large enough that the budget filter keeps every tier unless a test lowers it.
+            "budget": {"weekly_tokens": 100_000_000},
         }
         for key, value in data.items():
             base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 from tests.conftest import Env
 
 
@@ -39,3 +44,123 @@ def test_project_task_list_overrides_enabled(env: Env) -> None:
     (a,) = env.projects(["a"], schedule={"max_tasks": 2})
     env.write_config({"projects": [{"path": str(a), "tasks": ["dead-code"]}]})
     assert "a   dead-code via command" in env.doit("list").stdout
+
+
+def test_info_explains_every_pick_and_skip(env: Env) -> None:
+    (a,) = env.projects(["a"])
+    env.write_config({"tasks": {"enabled": ["lint-fix", "dead-code", "bug-finder", "td-review"],
+                                "disabled": ["bug-finder"], "priorities": {"dead-code": 2}},
+                      "budget": {"weekly_tokens": 1_400_000}})
+    (a / "CLAUDE.md").write_text("## Tasks\n- lint-fix please\n## Conventions\n- tabs, not spaces\n")
+    info = env.doit("info", "a")
+    lines = info.stdout.splitlines()
+    assert f"{a} (provider command, allowance 140,000 tokens)" in lines
+    assert "  picked     lint-fix               score 5.0 = priority 0.0 + staleness 3.0 + context 2.0" \
+        in lines
+    assert ("  not picked dead-code              score 5.0 = priority 2.0 + staleness 3.0; over budget: "
+            "needs up to 150,000 tokens (medium tier), allowance 140,000 (command)") in lines
+    assert "  not picked bug-finder             score 3.0 = priority 0.0 + staleness 3.0; disabled " \
+           "(tasks.disabled)" in lines
+    assert any(line.startswith("  not picked docs-backfill") and line.endswith("not in the enabled list")
+               for line in lines)
+    assert sum(line.startswith(("  picked ", "  not picked ")) for line in lines) == 59
+
+
+def test_prompt_carries_issue_text_and_project_conventions(env: Env) -> None:
+    (a,) = env.projects(["a"])
+    subprocess.run(["git", "remote", "add", "origin", "https://github.com/me/a"], cwd=a, check=True)
+    (a / "AGENTS.md").write_text("## Forbidden\n- Never edit generated/\n")
+    bin_dir = env.tmp / "bin"
+    bin_dir.mkdir()
+    gh = bin_dir / "gh"
+    issues = [{"number": 7, "title": "Docs for cli.py", "body": "docs-backfill: cover the flags",
+               "labels": [{"name": "nightshift"}], "state": "OPEN"}]
+    gh.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(issues)}\nEOF\n")
+    gh.chmod(0o755)
+    env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    assert "a   docs-backfill via command" in env.doit("list", PATH=path).stdout
+    assert env.doit("run", PATH=path).returncode == 0
+    prompt = Path(f"{env.record}.prompt.docs-backfill.plan").read_text()
+    assert "- GitHub issue #7: Docs for cli.py\ndocs-backfill: cover the flags" in prompt
+    assert "- Forbidden: Never edit generated/" in prompt
+
+
+def test_missing_gh_is_a_warning_not_a_crash(env: Env) -> None:
+    env.projects(["a"])
+    env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
+    listed = env.doit("list", PATH="/usr/bin:/bin")
+    assert listed.returncode == 0
+    assert "nightshift: warning: a: task source github_issues: no github.com `origin` remote; skipped" \
+        in listed.stderr
+
+
+def test_task_var_forces_one_task_past_filters_and_the_guard(env: Env) -> None:
+    env.projects(["a"])
+    assert env.doit("run").returncode == 0
+    forced = env.doit("run", "task=td-review")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert [(c.task, c.phase) for c in env.calls()[3:]] == [
+        ("td-review", p) for p in ("plan", "implement", "review")]
+    again = env.doit("run")
+    assert again.returncode == 0 and len(env.calls()) == 6
+
+
+def test_bad_run_variables_are_argument_errors(env: Env) -> None:
+    env.projects(["a"])
+    unknown = env.doit("list", "task=lint-fx")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == ("argument error: task=lint-fx: unknown task; did you mean "
+                                      "'lint-fix'? `python -m nightshift_tasks tasks list` shows every task")
+    both = env.doit("run", "task=lint-fix", "random_task=1")
+    assert (both.returncode, both.stderr.strip()) == (
+        2, "argument error: task= and random_task=1 both given; use one of them")
+    flag = env.doit("run", "random_task=maybe")
+    assert flag.stderr.strip() == ("argument error: random_task=maybe: not a yes/no value; use "
+                                   "random_task=1 or random_task=0")
+    assert not env.record.exists()
+
+
+def test_random_task_and_ignore_budget(env: Env) -> None:
+    env.projects(["a"], budget={"weekly_tokens": 70_000})
+    assert "skipped: no task can run: 3 over budget" in env.doit("list").stdout
+    assert "a   lint-fix via command" in env.doit("list", "ignore_budget=1").stdout
+    listed = env.doit("list", "ignore_budget=1", "random_task=1").stdout
+    assert any(f"a   {slug} via command" in listed for slug in ("lint-fix", "docs-backfill", "dead-code"))
+
+
+def test_custom_tasks_are_planned_run_and_explained(env: Env) -> None:
+    env.projects(["a"])
+    env.write_config({"tasks": {"enabled": ["changelog-check"], "custom": [{
+        "type": "changelog-check", "name": "Changelog Check", "description": "Check CHANGELOG.md.",
+        "cost_tier": "low"}]}})
+    assert "a   changelog-check via command" in env.doit("list").stdout
+    assert "picked     changelog-check" in env.doit("info", "a").stdout
+    assert env.doit("run").returncode == 0
+    assert {c.task for c in env.calls()} == {"changelog-check"}
+
+
+def test_project_own_config_overrides_allowed_keys(env: Env) -> None:
+    (a,) = env.projects(["a"])
+    (a / "nightshift.yaml").write_text("tasks:\n  enabled: [dead-code]\nschedule:\n  cron: '0 3 * * *'\n")
+    listed = env.doit("list")
+    assert "a   dead-code via command" in listed.stdout
+    assert f"{a / 'nightshift.yaml'}: schedule.cron is global; the per-project value is ignored" \
+        in listed.stderr
+
+
+def test_project_own_config_errors_name_that_file(env: Env) -> None:
+    (a,) = env.projects(["a"])
+    own = a / "nightshift.yaml"
+    own.write_text("tasks: {enabled: [dead-cod]}\nschedule: {max_tasks: 3}\nbudget: {mode: weekly}\n")
+    result = env.doit("run")
+    assert result.returncode == 2
+    allowed = ("budget.max_percent, budget.reserve_percent, logging.level, providers.claude.enabled, "
+               "providers.codex.enabled, schedule.cron, schedule.interval, tasks.disabled, "
+               "tasks.enabled, tasks.priorities")
+    assert result.stderr.splitlines() == sorted([
+        f"config error: {own}: budget.mode: cannot be set per project; allowed here: {allowed}",
+        f"config error: {own}: schedule.max_tasks: cannot be set per project; allowed here: {allowed}",
+        f"config error: {own}: tasks.enabled[0]: unknown task 'dead-cod'; did you mean 'dead-code'? "
+        "see nightshift_tasks/catalog.yaml for every task"])
+    assert not env.record.exists()

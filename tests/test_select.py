@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 
 from nightshift_tasks.catalog import build_catalog
-from nightshift_tasks.select import TaskRules, select_tasks, staleness
+from nightshift_tasks.select import Decision, Signals, TaskRules, none_picked_reason, select_tasks, staleness
 
 NOW = datetime(2026, 11, 28, 3, 0).astimezone()
 CATALOG = build_catalog([])
@@ -16,8 +17,12 @@ def rules(**kw: object) -> TaskRules:
     return TaskRules(**base)  # type: ignore[arg-type]
 
 
-def picked(decisions: list) -> list[str]:  # type: ignore[type-arg]
+def picked(decisions: list[Decision]) -> list[str]:
     return [d.slug for d in decisions if d.picked]
+
+
+def by_slug(decisions: list[Decision]) -> dict[str, Decision]:
+    return {d.slug: d for d in decisions}
 
 
 def test_staleness() -> None:
@@ -27,37 +32,72 @@ def test_staleness() -> None:
 
 
 def test_ties_break_by_catalogue_order() -> None:
-    assert picked(select_tasks(CATALOG, rules(max_tasks=3), {}, set(), NOW)) == [
+    assert picked(select_tasks(CATALOG, rules(max_tasks=3), Signals(), NOW)) == [
         "lint-fix", "bug-finder", "auto-dry"]
 
 
 def test_priorities_and_disabled_and_enabled() -> None:
     r = rules(enabled=["lint-fix", "dead-code", "td-review"], disabled=["lint-fix"],
               priorities={"dead-code": -1}, max_tasks=5)
-    decisions = select_tasks(CATALOG, r, {}, set(), NOW)
+    decisions = select_tasks(CATALOG, r, Signals(), NOW)
     assert picked(decisions) == ["td-review", "dead-code"]
-    reasons = {d.slug: d.reason for d in decisions}
-    assert reasons["lint-fix"] == "disabled (tasks.disabled)"
-    assert reasons["bug-finder"] == "not in the enabled list"
+    assert by_slug(decisions)["lint-fix"].reason == "disabled (tasks.disabled)"
+    assert by_slug(decisions)["bug-finder"].reason == "not in the enabled list"
+    assert by_slug(decisions)["dead-code"].breakdown == "2.0 = priority -1.0 + staleness 3.0"
 
 
 def test_disabled_by_default_needs_enabling() -> None:
-    reasons = {d.slug: d.reason for d in select_tasks(CATALOG, rules(), {}, set(), NOW)}
-    assert reasons["td-review"] == "disabled by default; list it in tasks.enabled to run it"
+    decisions = by_slug(select_tasks(CATALOG, rules(), Signals(), NOW))
+    assert decisions["td-review"].reason == "disabled by default; list it in tasks.enabled to run it"
 
 
 def test_cooldown_and_override_and_assignment() -> None:
     r = rules(enabled=["lint-fix", "docs-backfill", "dead-code"], intervals={"docs-backfill": "1h"},
               max_tasks=3)
     last = {"lint-fix": NOW - timedelta(hours=5), "docs-backfill": NOW - timedelta(hours=2)}
-    decisions = select_tasks(CATALOG, r, last, {"dead-code"}, NOW)
+    decisions = select_tasks(CATALOG, r, Signals(last, {"dead-code"}), NOW)
     assert picked(decisions) == ["docs-backfill"]
-    reasons = {d.slug: d.reason for d in decisions}
-    assert reasons["lint-fix"] == f"cooldown until {NOW + timedelta(hours=19):%Y-%m-%d %H:%M}"
-    assert reasons["dead-code"] == "assigned to a run in progress"
+    ready = NOW + timedelta(hours=19)
+    assert by_slug(decisions)["lint-fix"].reason == f"cooldown: ready at {ready:%Y-%m-%d %H:%M} (in 19h00m)"
+    assert by_slug(decisions)["dead-code"].reason == "assigned to a run in progress"
+    assert none_picked_reason([d for d in decisions if not d.picked]) == (
+        "no task can run: 1 task(s) on cooldown (next ready: lint-fix in 19h00m); "
+        "1 assigned to a run in progress")
 
 
 def test_never_run_outranks_recently_run() -> None:
     r = rules(enabled=["lint-fix", "docs-backfill"], priorities={"lint-fix": 1})
     last = {"lint-fix": NOW - timedelta(days=10)}
-    assert picked(select_tasks(CATALOG, r, last, set(), NOW)) == ["docs-backfill"]
+    assert picked(select_tasks(CATALOG, r, Signals(last), NOW)) == ["docs-backfill"]
+
+
+def test_context_and_source_bonuses() -> None:
+    r = rules(enabled=["lint-fix", "docs-backfill", "dead-code"], max_tasks=3)
+    signals = Signals(mentioned=frozenset({"dead-code"}), sourced=frozenset({"docs-backfill"}))
+    decisions = select_tasks(CATALOG, r, signals, NOW)
+    assert picked(decisions) == ["docs-backfill", "dead-code", "lint-fix"]
+    assert by_slug(decisions)["docs-backfill"].breakdown == "6.0 = priority 0.0 + staleness 3.0 + source 3.0"
+    assert by_slug(decisions)["dead-code"].breakdown == "5.0 = priority 0.0 + staleness 3.0 + context 2.0"
+
+
+def test_budget_filter_uses_the_tier_maximum() -> None:
+    r = rules(enabled=["lint-fix", "dead-code", "bug-finder"], max_tasks=3)
+    decisions = select_tasks(CATALOG, r, Signals(allowance=70_000, provider="claude"), NOW)
+    assert picked(decisions) == ["lint-fix"]
+    assert by_slug(decisions)["dead-code"].reason == (
+        "over budget: needs up to 150,000 tokens (medium tier), allowance 70,000 (claude)")
+    assert none_picked_reason([d for d in decisions if not d.picked]) == (
+        "no task can run: 2 over budget (allowance 70,000 (claude))")
+
+
+def test_random_pick_draws_only_from_eligible_tasks() -> None:
+    r = rules(enabled=["lint-fix", "docs-backfill", "dead-code"], disabled=["dead-code"])
+    seen = {picked(select_tasks(CATALOG, r, Signals(), NOW, random.Random(seed)))[0]
+            for seed in range(40)}
+    assert seen == {"lint-fix", "docs-backfill"}
+
+
+def test_nothing_enabled() -> None:
+    decisions = select_tasks(CATALOG, rules(disabled=[t.slug for t in CATALOG]), Signals(), NOW)
+    assert picked(decisions) == []
+    assert none_picked_reason(decisions) == "no task can run: every task is disabled"
