@@ -1,4 +1,5 @@
-"""`python -m nightshift_tasks`: our own commands, and everything else handed to doit.
+"""`python -m nightshift_tasks` (or `nightshift-tasks`): our own commands (`demo`, `tasks`),
+and everything else handed to doit.
 
 doit loads the tasks from the installed package through a ModuleTaskLoader, so no
 checkout and no dodo.py are needed, and the command works from any directory.
@@ -35,4 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         from nightshift_tasks import demo
 
         return demo.main(args[1:])
+    if args[:1] == ["tasks"]:
+        from nightshift_tasks import tasks_cmd
+
+        return tasks_cmd.main(args[1:])
     return run_doit(args)

@@ -45,3 +45,12 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def format_interval(seconds: float) -> str:
+    """Whole days or hours as the config writes them (7d, 36h), else format_duration."""
+    if seconds and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)}d"
+    if seconds and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    return format_duration(seconds)
