@@ -360,6 +360,14 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def schema_defaults() -> dict[str, Any]:
+    """What an empty config means: every default from the schema."""
+    schema = load_schema("config.schema.json")
+    data: dict[str, Any] = {}
+    apply_defaults(data, schema, schema)
+    return data
+
+
 NO_CONFIG = """\
 nightshift: no config found. It looks for `config=PATH` on the doit command line, then
 $NIGHTSHIFT_CONFIG, then ./nightshift.yaml, then $XDG_CONFIG_HOME/nightshift/config.yaml

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from nightshift_tasks import prompts
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
-from nightshift_tasks.config import Config, ConfigError, open_config
+from nightshift_tasks.config import Config, ConfigError, open_config, schema_defaults
 from nightshift_tasks.context import read_context
 from nightshift_tasks.durations import format_interval
 from nightshift_tasks.sources import gather
@@ -62,8 +62,7 @@ def show_task(config: Config | None, slug: str, project: Path, prompt_only: bool
         hint = f"; did you mean '{close[0]}'?" if close else ""
         print(f"error: tasks show: unknown task '{slug}'{hint}", file=sys.stderr)
         return EXIT_USAGE
-    integrations = (config.section("integrations") if config else
-                    {"claude_md": True, "agents_md": True, "task_sources": []})
+    integrations = (config.data if config else schema_defaults())["integrations"]
     catalog = list(by_slug.values())
     context = read_context(project, catalog, integrations["claude_md"], integrations["agents_md"])
     found = gather(integrations["task_sources"], project, catalog)
