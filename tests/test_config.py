@@ -48,6 +48,13 @@ def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> 
      "nightshift_tasks/catalog.yaml for every task"),
     ("tasks: {custom: [{type: lint-fix, name: L, description: d}]}",
      "tasks.custom[0].type: 'lint-fix' is a built-in task; choose another slug"),
+    ("tasks: {custom: [{type: mine, name: Mine}]}",
+     "tasks.custom[0]: 'description' is a required property; add it"),
+    ("tasks: {custom: [{type: My Task, name: M, description: d}]}",
+     "tasks.custom[0].type: 'My Task' is not a task slug; use lower-case letters, digits and dashes"),
+    ("tasks: {custom: [{type: mine, name: M, description: d, category: misc}]}",
+     'tasks.custom[0].category: "misc" is not allowed; allowed: "pr", "analysis", "options", "safe", '
+     '"map", "emergency"'),
     ("providers: {command: {enabled: true}}",
      'providers.command.argv: missing; an enabled command provider needs argv, e.g. '
      '["my-agent", "--print", "{prompt}"]'),
