@@ -1,15 +1,18 @@
-"""Provider adapters: is the CLI there, how to call it, and where its reply text is.
+"""Provider adapters: is the CLI there, how to call it, what it replied, what it used, and
+what kind of failure a failed call was.
 
-Spawning, timeouts and logs are process.py's job; an adapter only builds argv and reads
-stdout. Permission-bypassing flags are added only when the config opts in.
+Spawning, timeouts and logs are process.py's job; an adapter builds argv and reads
+output. Permission-bypassing flags are added only when the config opts in.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 BINARIES = {"claude": "claude", "codex": "codex", "copilot": "copilot"}
@@ -17,6 +20,48 @@ PROMPT_SLOT = "{prompt}"
 # Where CLIs installed by npm, pipx, cargo or Homebrew live; cron's PATH lacks them.
 EXTRA_PATH = ["~/.local/bin", "~/go/bin", "~/.cargo/bin", "~/.npm-global/bin", "/usr/local/bin",
               "/opt/homebrew/bin"]
+# Claude Code retries a 429 for minutes on its own; we retry (and fail over) ourselves.
+CLAUDE_ENV = {"CLAUDE_CODE_MAX_RETRIES": "1"}
+
+TRANSIENT = re.compile(r"\b(429|529)\b|rate.?limit|too many requests|overloaded|temporarily "
+                       r"unavailable|econnrefused|econnreset|etimedout|network error|fetch failed|"
+                       r"stream disconnected|connection (refused|reset)", re.IGNORECASE)
+QUOTA = re.compile(r"usage limit|quota|insufficient_quota|credit balance|billing|"
+                   r"out of (credits|premium requests)", re.IGNORECASE)
+RESET_IN = re.compile(r"(?:try again|retry|resets?)\s+in\s+(\d+)\s*(s|sec|seconds?|m|min|minutes?|h|"
+                      r"hours?)\b", re.IGNORECASE)
+SANDBOX = re.compile(r"sandbox.*(fail|error|not supported|unavailable|denied)|landlock|seccomp|"
+                     r"bwrap", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as the CLI reported them, plus what counts against the budget."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    tokens: int = 0  # billable: claude input + cache writes + output; codex uncached input
+    # + output + reasoning; copilot input + output
+    cost_usd: float = 0.0
+    requests: int = 0  # copilot premium requests
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    usage: Usage
+    error: str | None = None  # what the agent reported when it failed
+    status: int | None = None  # the API's HTTP status for that error, when known
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # transient | quota | agent
+    message: str
+    reset_in: float | None = None  # seconds until a stated limit resets
 
 
 def augmented_path(env: Mapping[str, str] = os.environ) -> str:
@@ -28,16 +73,18 @@ def augmented_path(env: Mapping[str, str] = os.environ) -> str:
     return os.pathsep.join(parts)
 
 
-def agent_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+def agent_env(provider: str = "command", env: Mapping[str, str] = os.environ) -> dict[str, str]:
     out = dict(env)
     out["PATH"] = augmented_path(env)
+    if provider == "claude":
+        out.update({k: v for k, v in CLAUDE_ENV.items() if k not in env})
     return out
 
 
 def program(provider: str, settings: Mapping[str, Any]) -> str:
     if provider == "command":
         return str(settings["argv"][0])
-    return BINARIES[provider]
+    return os.path.expanduser(settings.get("binary") or BINARIES[provider])
 
 
 def unavailable(provider: str, settings: Mapping[str, Any]) -> str | None:
@@ -48,47 +95,148 @@ def unavailable(provider: str, settings: Mapping[str, Any]) -> str | None:
     return None if shutil.which(prog, path=augmented_path()) else f"CLI not in PATH: {prog}"
 
 
-def build_argv(provider: str, settings: Mapping[str, Any], prompt: str) -> list[str]:
+def build_argv(provider: str, settings: Mapping[str, Any], prompt: str,
+               usage_file: str | None = None) -> list[str]:
     """The full command line; the prompt is always exactly one argv element."""
     if provider == "command":
         return [prompt if arg == PROMPT_SLOT else arg for arg in settings["argv"]]
-    prog = BINARIES[provider]
+    prog = program(provider, settings)
+    extra = list(settings.get("extra_args") or [])
+    model = settings.get("model")
     if provider == "claude":
         flags = ["--dangerously-skip-permissions"] if settings["dangerously_skip_permissions"] else []
-        return [prog, "-p", "--output-format", "json", *flags, prompt]
+        return [prog, "-p", "--output-format", "json", *(["--model", model] if model else []),
+                *flags, *extra, prompt]
     if provider == "codex":
         bypass = settings["dangerously_bypass_approvals_and_sandbox"]
         flags = ["--dangerously-bypass-approvals-and-sandbox"] if bypass else [
             "--sandbox", "workspace-write"]
-        return [prog, "exec", "--json", *flags, prompt]
+        return [prog, "exec", "--json", *(["-m", model] if model else []), *flags, *extra, prompt]
     flags = ["--allow-all-tools", "--allow-all-urls"] if settings["dangerously_skip_permissions"] else []
-    return [prog, "-p", prompt, "--no-ask-user", "--silent", *flags]
+    report = ["--usage-output-file", usage_file] if usage_file else []
+    return [prog, "-p", prompt, "--no-ask-user", "--silent", "--output-format", "json",
+            "--no-auto-update", *(["--model", model] if model else []), *report, *flags, *extra]
 
 
-def reply_text(provider: str, stdout: str) -> tuple[str, str | None]:
-    """(reply text, agent-reported error or None) from a successful call's stdout."""
-    if provider == "claude":
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _json_lines(text: str) -> Iterator[dict[str, Any]]:
+    for line in text.splitlines():
         try:
-            doc = json.loads(stdout)
+            event = json.loads(line)
         except json.JSONDecodeError:
-            return stdout, None
-        if isinstance(doc, dict):
-            text = str(doc.get("result", ""))
-            return text, (text or "agent reported an error") if doc.get("is_error") else None
-        return stdout, None
+            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def parse_claude(stdout: str) -> Reply:
+    """`claude -p --output-format json`: one result object."""
+    try:
+        doc = json.loads(stdout)
+    except json.JSONDecodeError:
+        return Reply(stdout, Usage())
+    if not isinstance(doc, dict):
+        return Reply(stdout, Usage())
+    u = doc.get("usage") or {}
+    usage = Usage(input_tokens=_int(u, "input_tokens"), output_tokens=_int(u, "output_tokens"),
+                  cache_read_tokens=_int(u, "cache_read_input_tokens"),
+                  cache_write_tokens=_int(u, "cache_creation_input_tokens"),
+                  tokens=_int(u, "input_tokens") + _int(u, "cache_creation_input_tokens")
+                  + _int(u, "output_tokens"),
+                  cost_usd=float(doc.get("total_cost_usd") or 0.0))
+    text = str(doc.get("result", ""))
+    if doc.get("is_error"):
+        status = doc.get("api_error_status")
+        return Reply(text, usage, text or "agent reported an error",
+                     status if isinstance(status, int) else None)
+    return Reply(text, usage)
+
+
+def parse_codex(stdout: str) -> Reply:
+    """`codex exec --json`: the last agent_message, usage summed over turn.completed events."""
+    texts: list[str] = []
+    error = None
+    fields = dict.fromkeys(("input_tokens", "cached_input_tokens", "cache_write_input_tokens",
+                            "output_tokens", "reasoning_output_tokens"), 0)
+    for event in _json_lines(stdout):
+        item = event.get("item") or {}
+        if event.get("type") == "item.completed" and item.get("type") == "agent_message":
+            texts.append(str(item.get("text", "")))
+        elif event.get("type") == "turn.completed":
+            for key in fields:
+                fields[key] += _int(event.get("usage") or {}, key)
+        elif event.get("type") in ("turn.failed", "error"):
+            error = str((event.get("error") or {}).get("message") or event.get("message")
+                        or "turn failed")
+    usage = Usage(input_tokens=fields["input_tokens"], output_tokens=fields["output_tokens"],
+                  cache_read_tokens=fields["cached_input_tokens"],
+                  cache_write_tokens=fields["cache_write_input_tokens"],
+                  reasoning_tokens=fields["reasoning_output_tokens"],
+                  tokens=max(0, fields["input_tokens"] - fields["cached_input_tokens"])
+                  + fields["output_tokens"] + fields["reasoning_output_tokens"])
+    return Reply(texts[-1] if texts else "", usage, error)
+
+
+def _sum_key(data: Any, key: str) -> int:
+    """Sum every value of `key` anywhere in a nested JSON document."""
+    if isinstance(data, dict):
+        return sum(_sum_key(v, key) if k != key else _int(data, key) for k, v in data.items())
+    if isinstance(data, list):
+        return sum(_sum_key(v, key) for v in data)
+    return 0
+
+
+def parse_copilot(stdout: str, usage_report: str | None) -> Reply:
+    """`copilot --output-format json` (JSONL events) and its --usage-output-file report."""
+    texts = [str((e.get("data") or {}).get("content", "")) for e in _json_lines(stdout)
+             if e.get("type") == "assistant.message" and (e.get("data") or {}).get("content")]
+    errors = [str((e.get("data") or {}).get("message", "")) for e in _json_lines(stdout)
+              if e.get("type") == "session.error"]
+    usage = Usage()
+    if usage_report:
+        try:
+            report = json.loads(usage_report)
+        except json.JSONDecodeError:
+            report = {}
+        metrics = report.get("modelMetrics", {}) if isinstance(report, dict) else {}
+        inp, out = _sum_key(metrics, "inputTokens"), _sum_key(metrics, "outputTokens")
+        usage = Usage(input_tokens=inp, output_tokens=out, tokens=inp + out,
+                      cache_read_tokens=_sum_key(metrics, "cacheReadTokens"),
+                      cache_write_tokens=_sum_key(metrics, "cacheWriteTokens"),
+                      requests=int(report.get("totalPremiumRequestCost") or 0)
+                      if isinstance(report, dict) else 0)
+    if not texts and not any(True for _ in _json_lines(stdout)):
+        texts = [stdout]  # plain text output
+    return Reply(texts[-1] if texts else "", usage, errors[-1] if errors else None)
+
+
+def parse_reply(provider: str, stdout: str, usage_report: str | None = None) -> Reply:
+    if provider == "claude":
+        return parse_claude(stdout)
     if provider == "codex":
-        texts, error = [], None
-        for line in stdout.splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            item = event.get("item") or {}
-            if event.get("type") == "item.completed" and item.get("type") == "agent_message":
-                texts.append(str(item.get("text", "")))
-            if event.get("type") == "turn.failed":
-                error = str((event.get("error") or {}).get("message", "turn failed"))
-        return "\n".join(texts), error
-    return stdout, None
+        return parse_codex(stdout)
+    if provider == "copilot":
+        return parse_copilot(stdout, usage_report)
+    return Reply(stdout, Usage())
+
+
+def classify(provider: str, message: str, status: int | None = None) -> Failure:
+    """Transient (retry with backoff), quota (fail over) or agent error (the task fails)."""
+    reset = RESET_IN.search(message)
+    reset_in = None
+    if reset:
+        unit = reset.group(2)[0].lower()
+        reset_in = int(reset.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+    if QUOTA.search(message) and status not in (429, 529):
+        return Failure("quota", message, reset_in)
+    if status in (429, 529) or TRANSIENT.search(message):
+        return Failure("transient", message, reset_in)
+    if provider == "codex" and SANDBOX.search(message):
+        return Failure("agent", f"{message} (codex could not start its sandbox on this machine; "
+                       "if the machine is isolated otherwise, set providers.codex."
+                       "dangerously_bypass_approvals_and_sandbox: true)")
+    return Failure("agent", message)

@@ -7,40 +7,119 @@ so the project's next task and every other project carry on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
+import sqlite3
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, state
-from nightshift_tasks.loop import Agent, AgentFailure, LoopResult, run_loop
-from nightshift_tasks.process import append_log, interrupt_on_term, run_process, tail
+from nightshift_tasks import agents, leases, state
+from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
+from nightshift_tasks.process import ProcResult, append_log, interrupt_on_term, run_process, tail
 from nightshift_tasks.prompts import TaskBrief
 
+LEASE_GRACE_SECONDS = 60.0
 
-def make_agent(spec: dict[str, Any], log: Path) -> Agent:
-    provider, settings = spec["provider"], spec["settings"]
-    env = agents.agent_env()
 
-    def call(phase: str, prompt: str) -> str:
-        result = run_process(agents.build_argv(provider, settings, prompt), spec["path"],
-                             spec["timeout_s"], env)
-        append_log(log, phase, result)
+class ProviderExhausted(Exception):
+    """Retries used up on a transient failure, or a quota / hard limit: try the next provider."""
+
+
+def _note(log: Path, text: str) -> None:
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"----- nightshift: {text}\n")
+
+
+class ProviderAgent:
+    """The agent of one task: retries transient failures with backoff and jitter, and fails
+    over to the next provider for the rest of the project's chain on a hard limit."""
+
+    def __init__(self, spec: dict[str, Any], conn: sqlite3.Connection, chain_id: int,
+                 log: Path) -> None:
+        self.spec, self.conn, self.chain_id, self.log = spec, conn, chain_id, log
+        self.attempt_id = 0  # set once the ledger row exists
+        self.candidates: list[dict[str, Any]] = spec["providers"]
+        names = [c["name"] for c in self.candidates]
+        current = state.chain_provider(conn, chain_id)  # a fail-over earlier in the chain sticks
+        self.index = names.index(current) if current in names else 0
+        self.path = [names[self.index]]
+
+    @property
+    def provider(self) -> str:
+        return str(self.candidates[self.index]["name"])
+
+    def __call__(self, phase: str, prompt: str) -> str:
+        while True:
+            try:
+                return self._with_retries(self.candidates[self.index], phase, prompt)
+            except ProviderExhausted as exc:
+                if self.index + 1 >= len(self.candidates):
+                    raise AgentFailure(f"{phase}: {exc}; no other provider to fail over to",
+                                       kind="provider") from None
+                self.index += 1
+                self.path.append(self.provider)
+                _note(self.log, f"switching to {self.provider} for the rest of the chain: {exc}")
+                state.set_chain_provider(self.conn, self.chain_id, self.provider)
+
+    def _with_retries(self, cand: dict[str, Any], phase: str, prompt: str) -> str:
+        settings = cand["settings"]
+        for attempt in range(settings["max_retries"] + 1):
+            failure = self._once(cand, phase, prompt)
+            if isinstance(failure, str):
+                return failure
+            if failure.kind == "agent":
+                raise AgentFailure(f"{phase}: {failure.message}; see {self.log}")
+            if failure.kind == "quota" or attempt == settings["max_retries"]:
+                raise ProviderExhausted(f"{cand['name']}: {failure.message}")
+            delay = cand["retry_delay_s"] * 2 ** attempt * random.uniform(0.5, 1.5)
+            if failure.reset_in is not None:
+                if failure.reset_in > cand["timeout_s"]:
+                    raise ProviderExhausted(f"{cand['name']}: {failure.message}")
+                delay = failure.reset_in
+            _note(self.log, f"{cand['name']} transient failure ({failure.message}); retry "
+                  f"{attempt + 1}/{settings['max_retries']} in {delay:.1f}s")
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
+        """One agent call: the reply text, or the classified failure."""
+        name, settings = cand["name"], cand["settings"]
+        fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
+        os.close(fd)
+        try:
+            argv = agents.build_argv(name, settings, prompt, report)
+            started = state.now()
+            ttl = cand["timeout_s"] + LEASE_GRACE_SECONDS
+            with leases.slot(self.conn, name, settings.get("max_concurrent"), ttl,
+                             lambda text: _note(self.log, text)):
+                result = run_process(argv, self.spec["path"], cand["timeout_s"],
+                                     agents.agent_env(name))
+            usage_text = Path(report).read_text(encoding="utf-8", errors="replace") or None
+        finally:
+            os.unlink(report)
+        append_log(self.log, f"{phase} via {name}", result)
+        reply = agents.parse_reply(name, result.stdout, usage_text)
+        failure = None if result.ok and not reply.error else self._classify(cand, result, reply)
+        state.record_call(self.conn, self.attempt_id, phase, name, started, result.exit_code,
+                          failure.kind if failure else "ok", failure.message if failure else None,
+                          dataclasses.asdict(reply.usage))
+        return failure or reply.text
+
+    @staticmethod
+    def _classify(cand: dict[str, Any], result: ProcResult, reply: agents.Reply) -> agents.Failure:
         if result.error:
-            raise AgentFailure(result.error)
+            return agents.Failure("agent", result.error)
         if result.timed_out:
-            raise AgentFailure(f"{phase}: timed out after {spec['timeout_s']:g}s "
-                               f"(process group stopped); see {log}")
-        if result.exit_code != 0:
-            detail = tail(result.stderr) or tail(result.stdout) or "no output"
-            raise AgentFailure(f"{phase}: exit {result.exit_code}: {detail}; see {log}")
-        text, error = agents.reply_text(provider, result.stdout)
-        if error:
-            raise AgentFailure(f"{phase}: {error}; see {log}")
-        return text
-
-    return call
+            return agents.Failure("agent", f"timed out after {cand['timeout_s']:g}s "
+                                  "(process group stopped)")
+        message = reply.error or tail(result.stderr) or tail(result.stdout) or "no output"
+        if not reply.error and result.exit_code != 0:
+            message = f"exit {result.exit_code}: {message}"
+        return agents.classify(cand["name"], message, reply.status)
 
 
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
@@ -52,22 +131,27 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     log.parent.mkdir(parents=True, exist_ok=True)
     conn = state.connect(Path(spec["db_path"]))
     try:
-        chain_id = state.open_chain(conn, spec["path"], day, spec["chain"], spec["provider"],
-                                    spec["run_id"])
-        attempt = state.start_attempt(conn, chain_id, spec["run_id"], spec["path"], spec["slug"],
-                                      spec["provider"], os.getpid(), str(log))
+        chain_id = state.open_chain(conn, spec["path"], day, spec["chain"],
+                                    spec["providers"][0]["name"], spec["run_id"])
+        agent = ProviderAgent(spec, conn, chain_id, log)
+        attempt = agent.attempt_id = state.start_attempt(
+            conn, chain_id, spec["run_id"], spec["path"], spec["slug"], agent.provider, os.getpid(),
+            str(log))
         brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
         try:
-            result = run_loop(make_agent(spec, log), brief)
+            result = run_loop(agent, brief)
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
         except Exception as exc:  # a bug of ours must not stop the chain
             result = LoopResult("failed", 0, error=f"internal error: {exc!r}")
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
-                                                          result.error))
+                                                          result.error, failure=result.failure))
+        used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()
-    return {"status": result.status, "provider": spec["provider"], "iterations": result.iterations,
-            "error": result.error, "log": str(log), "duration": time.monotonic() - started}
+    return {"status": result.status, "provider": "→".join(agent.path),
+            "iterations": result.iterations, "error": result.error, "log": str(log),
+            "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
+            "cost_usd": float(used["cost_usd"]), "provider_failure": result.failure == "provider"}

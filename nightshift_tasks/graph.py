@@ -124,9 +124,15 @@ class Explanation(dict[str, list[str]]):
         return "\n" + "\n".join(self["selection"])
 
 
+def _candidate(engine: Engine, name: str) -> dict[str, Any]:
+    settings = dict(engine.config.section("providers")[name])
+    return {"name": name, "settings": settings, "timeout_s": parse_duration(settings["timeout"]),
+            "retry_delay_s": parse_duration(settings["retry_delay"])}
+
+
 def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, Any]:
     """The action's single argument: plain data, so it pickles under any start method."""
-    settings = dict(engine.config.section("providers")[project.provider or "command"])
+    providers = [p for p in [project.provider, *project.fallbacks] if p]
     return {
         "run_id": engine.run_id,
         "db_path": str(engine.db_path),
@@ -137,9 +143,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "name": task.name,
         "description": task.description,
         "chain": list(project.tasks),
-        "provider": project.provider,
-        "settings": settings,
-        "timeout_s": parse_duration(settings["timeout"]),
+        "providers": [_candidate(engine, name) for name in providers],
         "notes": list(project.notes),
         "sources": project.sources.get(task.slug, []),
     }

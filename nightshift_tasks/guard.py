@@ -29,7 +29,7 @@ def done_today(db_path: str, project_path: str, *slugs: str) -> bool:
         return True
     try:
         chain = state.chain_for_day(connection(db_path), project_path, date.today().isoformat())
-        return chain is not None and all(chain.status.get(s) in state.TERMINAL for s in slugs)
+        return chain is not None and set(slugs) <= chain.done
     except Exception as exc:
         print(f"nightshift: warning: cannot read {db_path} ({exc}); running {project_path} anyway",
               file=sys.stderr)

@@ -18,7 +18,14 @@ FAIL_WORDS = ("failed", "rejected", "issues found", "needs work", "incorrect", "
 
 
 class AgentFailure(Exception):
-    """An agent call that did not produce a reply (exit status, timeout, reported error)."""
+    """An agent call that did not produce a reply (exit status, timeout, reported error).
+
+    kind "provider" means only provider trouble (rate limits, quota) was to blame.
+    """
+
+    def __init__(self, message: str, kind: str = "agent") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # (phase label, prompt) -> reply text; raises AgentFailure.
@@ -31,6 +38,7 @@ class LoopResult:
     iterations: int
     summary: str = ""
     error: str | None = None
+    failure: str | None = None  # AgentFailure.kind of a failed task
 
 
 def extract_json(text: str, wanted: tuple[str, ...]) -> dict[str, Any] | None:
@@ -89,7 +97,7 @@ def run_loop(agent: Agent, brief: prompts.TaskBrief) -> LoopResult:
     try:
         plan_text = agent("plan", prompts.plan_prompt(brief))
     except AgentFailure as exc:
-        return LoopResult("failed", 0, error=f"planning failed: {exc}")
+        return LoopResult("failed", 0, error=f"planning failed: {exc}", failure=exc.kind)
     plan, steps = parse_plan(plan_text)
     feedback: list[str] = []
     summary = ""
@@ -102,7 +110,7 @@ def run_loop(agent: Agent, brief: prompts.TaskBrief) -> LoopResult:
                                               prompts.review_prompt(brief, summary, files)))
         except AgentFailure as exc:
             return LoopResult("failed", iteration, summary,
-                              f"iteration {iteration} failed: {exc}")
+                              f"iteration {iteration} failed: {exc}", exc.kind)
         if passed:
             return LoopResult("completed", iteration, summary)
         feedback.append(note)

@@ -40,6 +40,7 @@ class ProjectPlan:
     provider: str | None
     tasks: list[str]
     skip_reason: str | None = None
+    fallbacks: list[str] = field(default_factory=list)  # next providers in preference order
     done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
     decisions: list[Decision] = field(default_factory=list)
     allowance: int | None = None
@@ -86,13 +87,12 @@ class Plan:
         return [p for p in self.projects if p.tasks]
 
 
-def choose_provider(data: dict[str, Any], at: datetime, ignore_budget: bool
-                    ) -> tuple[str | None, int | None, str]:
-    """First provider in preference order that is enabled, installed and has allowance.
-
-    Returns (provider, allowance, why none).
-    """
+def usable_providers(data: dict[str, Any], at: datetime, ignore_budget: bool
+                     ) -> tuple[list[tuple[str, int | None]], str]:
+    """Providers in preference order that are enabled, installed and have allowance: the
+    first runs the project, the others are its fail-over. Returns them, or why none is."""
     providers = data["providers"]
+    usable: list[tuple[str, int | None]] = []
     notes = []
     for name in providers["preference"]:
         settings = providers[name]
@@ -104,13 +104,11 @@ def choose_provider(data: dict[str, Any], at: datetime, ignore_budget: bool
             notes.append(f"{name} {missing}")
             continue
         allowance = budget.allowance(data["budget"], name, at)
-        if ignore_budget:
-            return name, None, ""
-        if allowance <= 0:
+        if not ignore_budget and allowance <= 0:
             notes.append(f"{name} budget exhausted (allowance 0)")
             continue
-        return name, allowance, ""
-    return None, None, "no provider: " + "; ".join(notes)
+        usable.append((name, None if ignore_budget else allowance))
+    return usable, "" if usable else "no provider: " + "; ".join(notes)
 
 
 def _rules(data: dict[str, Any], ref: ProjectRef) -> TaskRules:
@@ -168,11 +166,14 @@ class Planner:
             chain = state.chain_for_day(self.conn, ref.path, self.at.date().isoformat())
         if chain is not None:
             # Today's chain is kept as planned: resumed if interrupted, shown done if finished.
-            done = [t for t in chain.tasks if chain.status.get(t) in state.TERMINAL]
+            done = [t for t in chain.tasks if t in chain.done]
             found = self._sources(data, ref) if len(done) < len(chain.tasks) else Sources((), (), ())
+            usable, _ = usable_providers(data, self.at, True)
+            names = [n for n, _ in usable if n != chain.provider]
             return self._plan(ref, context.notes, found, notes, provider=chain.provider,
-                              tasks=chain.tasks, done=done)
-        provider, allowance, no_provider = choose_provider(data, self.at, self.options.ignore_budget)
+                              tasks=chain.tasks, done=done, fallbacks=names)
+        usable, no_provider = usable_providers(data, self.at, self.options.ignore_budget)
+        provider, allowance = usable[0] if usable else (None, None)
         found = self._sources(data, ref)
         signals = Signals(state.task_last_runs(self.conn, ref.path),
                           state.assigned_tasks(self.conn, ref.path), context.mentioned,
@@ -187,7 +188,7 @@ class Planner:
                   if over_cap else None)
         return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
                           tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
-                          allowance=allowance)
+                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]])
 
     def _sources(self, data: dict[str, Any], ref: ProjectRef) -> Sources:
         return gather(data["integrations"]["task_sources"], Path(ref.path), self.catalog)

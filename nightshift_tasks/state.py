@@ -80,7 +80,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idx_attempts_chain ON attempts(chain_id, task);
     """,
+    # 2: measured usage per agent call, provider-only failures, provider slot leases.
+    """
+    ALTER TABLE attempts ADD COLUMN failure TEXT;
+    ALTER TABLE attempts ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+        phase TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        exit_code INTEGER,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX idx_calls_attempt ON calls(attempt_id);
+    CREATE TABLE leases (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                "reasoning_tokens", "tokens", "cost_usd", "requests")
 
 
 def now() -> datetime:
@@ -159,10 +194,21 @@ class Chain:
     tasks: list[str]
     provider: str
     status: dict[str, str]
+    done: frozenset[str]  # final, except failures caused only by providers (retried next run)
 
     @property
     def finished(self) -> bool:
-        return all(self.status.get(t) in TERMINAL for t in self.tasks)
+        return set(self.tasks) <= self.done
+
+
+def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
+    return {r["task"]: r for r in conn.execute(
+        "SELECT * FROM attempts WHERE id IN "
+        "(SELECT MAX(id) FROM attempts WHERE chain_id = ? GROUP BY task)", (chain_id,))}
+
+
+def _is_done(attempt: sqlite3.Row) -> bool:
+    return bool(attempt["status"] in TERMINAL and attempt["failure"] != "provider")
 
 
 def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
@@ -170,11 +216,10 @@ def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chai
                        (project_path, day)).fetchone()
     if row is None:
         return None
-    status = {r["task"]: r["status"] for r in conn.execute(
-        "SELECT task, status FROM attempts WHERE id IN "
-        "(SELECT MAX(id) FROM attempts WHERE chain_id = ? GROUP BY task)", (row["id"],))}
+    latest = _latest(conn, row["id"])
     return Chain(id=row["id"], tasks=json.loads(row["tasks"]), provider=row["provider"],
-                 status=status)
+                 status={t: r["status"] for t, r in latest.items()},
+                 done=frozenset(t for t, r in latest.items() if _is_done(r)))
 
 
 # ---- writes made by a running task ------------------------------------------------------
@@ -237,6 +282,35 @@ class Outcome:
     iterations: int = 0
     error: str | None = None
     output_ref: str | None = None
+    failure: str | None = None  # "provider" when only provider trouble (429, quota) failed it
+
+
+def set_chain_provider(conn: sqlite3.Connection, chain_id: int, provider: str) -> None:
+    """After a fail-over, the rest of the project's chain uses the new provider."""
+    with write(conn):
+        conn.execute("UPDATE chains SET provider = ? WHERE id = ?", (provider, chain_id))
+
+
+def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
+    return str(conn.execute("SELECT provider FROM chains WHERE id = ?", (chain_id,)).fetchone()[0])
+
+
+def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider: str,
+                started: datetime, exit_code: int | None, outcome: str, error: str | None,
+                usage: dict[str, float]) -> None:
+    """One agent call, with the usage the CLI reported (zero when it reported none)."""
+    with write(conn):
+        conn.execute(
+            f"INSERT INTO calls (attempt_id, phase, provider, started_at, ended_at, exit_code, "
+            f"outcome, error, {', '.join(USAGE_FIELDS)}) VALUES ({', '.join('?' * 16)})",
+            (attempt_id, phase, provider, stamp(started), stamp(now()), exit_code, outcome, error,
+             *(usage.get(f, 0) for f in USAGE_FIELDS)))
+
+
+def attempt_usage(conn: sqlite3.Connection, attempt_id: int) -> dict[str, float]:
+    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)} "
+                       "FROM calls WHERE attempt_id = ?", (attempt_id,)).fetchone()
+    return {f: row[f] for f in USAGE_FIELDS}
 
 
 def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) -> bool:
@@ -248,10 +322,11 @@ def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) 
     ts = stamp(now())
     with write(conn):
         att = conn.execute("SELECT * FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        used = attempt_usage(conn, attempt_id)
         conn.execute("UPDATE attempts SET status = ?, ended_at = ?, iterations = ?, error = ?, "
-                     "output_ref = ? WHERE id = ?",
+                     "output_ref = ?, failure = ?, tokens = ?, cost_usd = ? WHERE id = ?",
                      (outcome.status, ts, outcome.iterations, outcome.error, outcome.output_ref,
-                      attempt_id))
+                      outcome.failure, used["tokens"], used["cost_usd"], attempt_id))
         path, task = att["project_path"], att["task"]
         conn.execute("DELETE FROM assigned_tasks WHERE task_id = ?", (f"{task}:{path}",))
         if outcome.status == "completed":
@@ -264,11 +339,9 @@ def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) 
 
 def _close_chain_if_done(conn: sqlite3.Connection, chain_id: int, ts: str) -> bool:
     chain = conn.execute("SELECT * FROM chains WHERE id = ?", (chain_id,)).fetchone()
-    latest = {r["task"]: r for r in conn.execute(
-        "SELECT * FROM attempts WHERE id IN "
-        "(SELECT MAX(id) FROM attempts WHERE chain_id = ? GROUP BY task)", (chain_id,))}
+    latest = _latest(conn, chain_id)
     tasks = json.loads(chain["tasks"])
-    if not all(t in latest and latest[t]["status"] in TERMINAL for t in tasks):
+    if not all(t in latest and _is_done(latest[t]) for t in tasks):
         return False
     statuses = [latest[t]["status"] for t in tasks]
     done, bad = statuses.count("completed"), sum(s in ("failed", "abandoned") for s in statuses)
@@ -279,8 +352,9 @@ def _close_chain_if_done(conn: sqlite3.Connection, chain_id: int, ts: str) -> bo
     conn.execute("INSERT INTO projects (path, last_run, run_count) VALUES (?, ?, 1) "
                  "ON CONFLICT DO UPDATE SET last_run = excluded.last_run, "
                  "run_count = run_count + 1", (chain["project_path"], ts))
+    tokens = sum(latest[t]["tokens"] for t in tasks)
     conn.execute("INSERT OR REPLACE INTO run_history (id, start_time, end_time, project, tasks, "
-                 "status, error, provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 "tokens_used, status, error, provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (f"{chain['run_id']}:{chain_id}:{ts}", started, ts, chain["project_path"],
-                  chain["tasks"], status, errors or None, chain["provider"]))
+                  chain["tasks"], tokens, status, errors or None, chain["provider"]))
     return True

@@ -31,12 +31,22 @@ class Row:
     provider: str = "-"
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
     seconds: float = 0.0
+    tokens: int = 0
     reasons: list[str] = field(default_factory=list)
 
 
 def _subtask(name: str) -> tuple[str, str] | None:
     project, sep, slug = name.partition(":")
     return (project, slug) if sep else None
+
+
+def _joined(path: str, more: str) -> str:
+    """Append a task's provider path ("claude→codex") to the project's, without repeats."""
+    names = [p for p in path.split("→") if p and p != "-"]
+    for name in more.split("→"):
+        if name and (not names or names[-1] != name):
+            names.append(name)
+    return "→".join(names) or "-"
 
 
 class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
@@ -84,8 +94,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row = self._row(parsed[0])
         status = values.get("status", "completed")
         row.counts[status] = row.counts.get(status, 0) + 1
-        row.provider = values.get("provider") or row.provider
+        row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
+        row.tokens += int(values.get("tokens", 0))
         if values.get("error"):
             row.reasons.append(f"{parsed[1]} {status}: {values['error']}")
             self.problems.append(f"{task.name}: {status}: {values['error']}")
@@ -111,19 +122,20 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def table(self, interrupted: bool) -> str:
         body = []
         totals = dict.fromkeys(COUNTED, 0)
-        seconds = 0.0
+        seconds, tokens = 0.0, 0
         for row in self.rows.values():
             for key in COUNTED:
                 totals[key] += row.counts[key]
             seconds += row.seconds
+            tokens += row.tokens
             reason = "; ".join(row.reasons)
             if len(reason) > REASON_WIDTH:
                 reason = reason[: REASON_WIDTH - 1] + "…"
-            body.append([row.project, row.provider, *(row.counts[k] for k in COUNTED),
+            body.append([row.project, row.provider, *(row.counts[k] for k in COUNTED), row.tokens,
                          format_duration(row.seconds) if row.seconds else "-", reason])
         wall = format_duration(time.monotonic() - self.started)
         note = "interrupted" if interrupted else f"{len(self.rows)} project(s), wall {wall}"
-        body.append(["TOTAL", "", *(totals[k] for k in COUNTED),
+        body.append(["TOTAL", "", *(totals[k] for k in COUNTED), tokens,
                      format_duration(seconds) if seconds else "-", note])
-        headers = ["project", "provider", *COUNTED, "agent time", "reason"]
+        headers = ["project", "provider", *COUNTED, "tokens", "agent time", "reason"]
         return "\n" + tabulate(body, headers=headers, tablefmt="simple")

@@ -136,6 +136,20 @@ def env(tmp_path: Path) -> Env:
                config=tmp_path / "nightshift.yaml")
 
 
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table's rows by project: [provider, completed, failed, abandoned, skipped,
+    tokens, agent time, reason words...] (TOTAL has an empty provider, so it starts later)."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("project "))
+    rows = {}
+    for line in lines[header + 2:]:
+        if not line.strip():
+            break
+        name, *rest = line.split()
+        rows[name] = rest
+    return rows
+
+
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """Most intervals open at one instant; an end at the same instant as a start comes first."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])

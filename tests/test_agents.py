@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.agents import augmented_path, build_argv, reply_text, unavailable
+from nightshift_tasks.agents import Usage, augmented_path, build_argv, classify, parse_reply, unavailable
 
 OFF = {"dangerously_skip_permissions": False, "dangerously_bypass_approvals_and_sandbox": False}
 ON = {"dangerously_skip_permissions": True, "dangerously_bypass_approvals_and_sandbox": True}
@@ -13,33 +13,86 @@ ON = {"dangerously_skip_permissions": True, "dangerously_bypass_approvals_and_sa
 
 @pytest.mark.parametrize(("provider", "settings", "argv"), [
     ("claude", OFF, ["claude", "-p", "--output-format", "json", "P"]),
-    ("claude", ON, ["claude", "-p", "--output-format", "json", "--dangerously-skip-permissions", "P"]),
+    ("claude", {**ON, "model": "opus", "binary": "/opt/claude", "extra_args": ["--verbose"]},
+     ["/opt/claude", "-p", "--output-format", "json", "--model", "opus",
+      "--dangerously-skip-permissions", "--verbose", "P"]),
     ("codex", OFF, ["codex", "exec", "--json", "--sandbox", "workspace-write", "P"]),
-    ("codex", ON, ["codex", "exec", "--json", "--dangerously-bypass-approvals-and-sandbox", "P"]),
-    ("copilot", OFF, ["copilot", "-p", "P", "--no-ask-user", "--silent"]),
-    ("copilot", ON, ["copilot", "-p", "P", "--no-ask-user", "--silent", "--allow-all-tools",
+    ("codex", {**ON, "model": "m"},
+     ["codex", "exec", "--json", "-m", "m", "--dangerously-bypass-approvals-and-sandbox", "P"]),
+    ("copilot", OFF, ["copilot", "-p", "P", "--no-ask-user", "--silent", "--output-format", "json",
+                      "--no-auto-update", "--usage-output-file", "/u.json"]),
+    ("copilot", ON, ["copilot", "-p", "P", "--no-ask-user", "--silent", "--output-format", "json",
+                     "--no-auto-update", "--usage-output-file", "/u.json", "--allow-all-tools",
                      "--allow-all-urls"]),
     ("command", {"argv": ["agent", "--x", "{prompt}", "{prompt}x"]}, ["agent", "--x", "P", "{prompt}x"]),
 ])
 def test_argv_passes_flags_only_when_opted_in(provider: str, settings: dict[str, object],
                                               argv: list[str]) -> None:
-    assert build_argv(provider, settings, "P") == argv
+    assert build_argv(provider, settings, "P", "/u.json") == argv
 
 
-def test_claude_reply_and_error() -> None:
-    ok = {"type": "result", "is_error": False, "result": "hi", "usage": {"input_tokens": 1}}
-    assert reply_text("claude", json.dumps(ok)) == ("hi", None)
-    bad = {**ok, "is_error": True, "result": "API Error: Request rejected (429)"}
-    assert reply_text("claude", json.dumps(bad)) == (bad["result"], bad["result"])
+def test_claude_reply_usage_and_error() -> None:
+    ok = {"type": "result", "is_error": False, "result": "hi", "total_cost_usd": 0.25,
+          "usage": {"input_tokens": 123, "output_tokens": 45, "cache_read_input_tokens": 7,
+                    "cache_creation_input_tokens": 5}}
+    reply = parse_reply("claude", json.dumps(ok))
+    assert (reply.text, reply.error) == ("hi", None)
+    assert reply.usage == Usage(input_tokens=123, output_tokens=45, cache_read_tokens=7,
+                                cache_write_tokens=5, tokens=173, cost_usd=0.25)
+    bad = {**ok, "is_error": True, "api_error_status": 429,
+           "result": "API Error: Request rejected (429) · rate limited"}
+    reply = parse_reply("claude", json.dumps(bad))
+    assert (reply.error, reply.status) == (bad["result"], 429)
 
 
 def test_codex_reply_from_jsonl_events() -> None:
-    lines = [{"type": "thread.started"}, {"type": "item.completed",
-                                          "item": {"type": "agent_message", "text": "done"}},
-             {"type": "turn.completed", "usage": {"input_tokens": 3}}]
-    assert reply_text("codex", "\n".join(map(json.dumps, lines))) == ("done", None)
-    failed = [{"type": "turn.failed", "error": {"message": "exceeded retry limit"}}]
-    assert reply_text("codex", json.dumps(failed[0])) == ("", "exceeded retry limit")
+    lines = [{"type": "thread.started", "thread_id": "t"},
+             {"type": "item.completed", "item": {"id": "i0", "type": "error", "message": "metadata"}},
+             {"type": "item.completed", "item": {"id": "i1", "type": "agent_message", "text": "done"}},
+             {"type": "turn.completed", "usage": {"input_tokens": 200, "cached_input_tokens": 50,
+                                                  "cache_write_input_tokens": 0, "output_tokens": 30,
+                                                  "reasoning_output_tokens": 10}}]
+    reply = parse_reply("codex", "\n".join(map(json.dumps, lines)))
+    assert reply.text == "done" and reply.error is None
+    assert reply.usage == Usage(input_tokens=200, output_tokens=30, cache_read_tokens=50,
+                                reasoning_tokens=10, tokens=190)
+    failed = {"type": "turn.failed", "error": {"message": "exceeded retry limit, last status: 429"}}
+    assert parse_reply("codex", json.dumps(failed)).error == "exceeded retry limit, last status: 429"
+
+
+def test_copilot_events_and_usage_report() -> None:
+    events = [{"type": "session.start", "data": {}},
+              {"type": "assistant.message", "data": {"messageId": "m", "content": "done",
+                                                     "toolRequests": []}}]
+    report = {"totalPremiumRequestCost": 2, "totalUserRequests": 1, "modelMetrics": {
+        "gpt-5": {"requests": {"count": 1, "cost": 2},
+                  "usage": {"inputTokens": 900, "outputTokens": 80, "cacheReadTokens": 300,
+                            "cacheWriteTokens": 0}}}, "lastCallInputTokens": 900}
+    reply = parse_reply("copilot", "\n".join(map(json.dumps, events)), json.dumps(report))
+    assert reply.text == "done"
+    assert reply.usage == Usage(input_tokens=900, output_tokens=80, cache_read_tokens=300,
+                                tokens=980, requests=2)
+    assert parse_reply("copilot", "plain text answer", None).text == "plain text answer"
+
+
+@pytest.mark.parametrize(("message", "status", "kind", "reset"), [
+    ("API Error: Request rejected (429) · rate limited", 429, "transient", None),
+    ("exceeded retry limit, last status: 429 Too Many Requests", None, "transient", None),
+    ("API Error: 529 overloaded_error", None, "transient", None),
+    ("stream disconnected before completion: error sending request", None, "transient", None),
+    ("You've hit your usage limit. Try again in 20 minutes.", None, "quota", 1200),
+    ("insufficient_quota: You exceeded your current quota", None, "quota", None),
+    ("exit 1: TypeError: cannot read properties of undefined", None, "agent", None),
+])
+def test_classify(message: str, status: int | None, kind: str, reset: int | None) -> None:
+    failure = classify("claude", message, status)
+    assert (failure.kind, failure.reset_in) == (kind, reset)
+
+
+def test_codex_sandbox_failure_points_to_the_setting() -> None:
+    failure = classify("codex", "exit 1: error: sandbox failed to start: landlock not supported")
+    assert failure.kind == "agent"
+    assert "providers.codex.dangerously_bypass_approvals_and_sandbox" in failure.message
 
 
 def test_availability_and_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,6 +103,7 @@ def test_availability_and_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", str(tool.parent))
     assert unavailable("claude", OFF) is None
     assert unavailable("codex", OFF) == "CLI not in PATH: codex"
+    assert unavailable("codex", {"binary": str(tool)}) is None
     assert unavailable("command", {"argv": [str(tmp_path / "nope")]}) == \
         f"CLI not executable: {tmp_path / 'nope'}"
     assert augmented_path({"PATH": "/a:/b"}).startswith("/a:/b")

@@ -4,6 +4,8 @@ import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from nightshift_tasks import state
 
 
@@ -11,10 +13,23 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     conn.close()
     conn = state.connect(tmp_path / "s.db")
-    assert [tuple(r) for r in conn.execute("SELECT version FROM schema_version")] == [(1,)]
+    assert [tuple(r) for r in conn.execute("SELECT version FROM schema_version")] == [(1,), (2,)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"projects", "task_history", "assigned_tasks", "run_history", "chains", "attempts"} <= tables
+    assert {"projects", "task_history", "assigned_tasks", "run_history", "chains", "attempts", "calls",
+            "leases"} <= tables
+
+
+def test_an_older_database_is_migrated_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS[:1])
+    old = state.connect(tmp_path / "s.db")
+    old.execute("INSERT INTO projects (path, run_count) VALUES ('/p', 3)")
+    old.close()
+    monkeypatch.undo()
+    conn = state.connect(tmp_path / "s.db")
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    assert conn.execute("SELECT run_count FROM projects").fetchone()[0] == 3
+    assert "failure" in [r[1] for r in conn.execute("PRAGMA table_info(attempts)")]
 
 
 def test_chain_transitions_and_completion(tmp_path: Path) -> None:

@@ -1,0 +1,67 @@
+"""Per-provider concurrency caps across every doit worker: slots leased in the state DB.
+
+A lease names its holder's pid and expires, so a holder that crashed never keeps a slot:
+a dead pid frees it at once, an expired lease at the latest after the call's timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+from nightshift_tasks import state
+
+POLL_SECONDS = 0.1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def try_acquire(conn: sqlite3.Connection, provider: str, cap: int, ttl: float) -> int | None:
+    """Take a slot if one is free; the lease id, or None when all `cap` slots are held."""
+    now = state.now()
+    with state.write(conn):
+        rows = conn.execute("SELECT id, pid, expires_at FROM leases WHERE provider = ?",
+                            (provider,)).fetchall()
+        stale = [r["id"] for r in rows
+                 if r["expires_at"] < state.stamp(now) or not _alive(r["pid"])]
+        conn.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in stale])
+        if len(rows) - len(stale) >= cap:
+            return None
+        cur = conn.execute("INSERT INTO leases (provider, pid, acquired_at, expires_at) "
+                           "VALUES (?, ?, ?, ?)", (provider, os.getpid(), state.stamp(now),
+                                                   state.stamp(now + timedelta(seconds=ttl))))
+        return int(cur.lastrowid or 0)
+
+
+@contextlib.contextmanager
+def slot(conn: sqlite3.Connection, provider: str, cap: int | None, ttl: float,
+         waiting: Callable[[str], None]) -> Iterator[None]:
+    """Hold one of the provider's `cap` slots for the duration of the block (None: no cap)."""
+    if cap is None:
+        yield
+        return
+    lease = try_acquire(conn, provider, cap, ttl)
+    if lease is None:
+        waiting(f"waiting for a {provider} slot (providers.{provider}.max_concurrent = {cap})")
+        started = time.monotonic()
+        while lease is None:
+            time.sleep(POLL_SECONDS)
+            lease = try_acquire(conn, provider, cap, ttl)
+        waiting(f"got a {provider} slot after {time.monotonic() - started:.1f}s")
+    try:
+        yield
+    finally:
+        with state.write(conn):
+            conn.execute("DELETE FROM leases WHERE id = ?", (lease,))

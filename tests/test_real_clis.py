@@ -1,0 +1,199 @@
+"""The real `claude` and `codex` binaries (npm, pinned in tests/npm) against local API stubs,
+driven by the real doit command line. Copilot cannot be pointed at a local API, so its
+adapter runs against a stand-in that prints Copilot's real output formats."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, max_overlap, summary_rows
+from tests.stubs import USAGE, ApiStub
+
+NPM_BIN = Path(__file__).resolve().parent / "npm" / "node_modules" / ".bin"
+
+
+@pytest.fixture
+def stub() -> Iterator[ApiStub]:
+    server = ApiStub().start()
+    yield server
+    server.stop()
+
+
+def cli_config(env: Env, stub: ApiStub, preference: list[str], **extra: dict[str, object]) -> None:
+    codex_provider = (f'model_providers.stub={{name="stub",base_url="{stub.url}/v1",'
+                      'wire_api="responses",env_key="OPENAI_API_KEY"}')
+    providers: dict[str, object] = {
+        "preference": preference,
+        "command": {"enabled": False},
+        "claude": {"binary": str(NPM_BIN / "claude"), "timeout": "90s", "max_retries": 1,
+                   "retry_delay": "10ms", **extra.get("claude", {})},
+        "codex": {"binary": str(NPM_BIN / "codex"), "model": "stub-model", "timeout": "90s",
+                  "extra_args": ["-c", 'model_provider="stub"', "-c", codex_provider],
+                  "max_retries": 0, "retry_delay": "10ms", **extra.get("codex", {})},
+    }
+    env.write_config({"providers": providers})
+
+
+def run(env: Env, stub: ApiStub, *args: str) -> tuple[int, str]:
+    result = env.doit("run", *args, HOME=str(env.tmp / "home-cli"), ANTHROPIC_BASE_URL=stub.url,
+                      ANTHROPIC_API_KEY="test-key", OPENAI_API_KEY="test-key")
+    return result.returncode, result.stdout + result.stderr
+
+
+def calls(env: Env) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(env.home / "state.db")
+    conn.row_factory = sqlite3.Row
+    return conn.execute("SELECT c.*, a.project_path FROM calls c JOIN attempts a "
+                        "ON a.id = c.attempt_id ORDER BY c.id").fetchall()
+
+
+def phase(row: sqlite3.Row) -> str:
+    return str(row["phase"]).split()[0]
+
+
+def test_claude_completes_the_loop_and_the_ledger_has_the_stub_usage(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha", "beta", "gamma"])
+    cli_config(env, stub, ["claude"])
+    code, out = run(env, stub, "-n", "3")
+    assert code == 0, out
+    rows = calls(env)
+    assert len(rows) == 9 and {r["provider"] for r in rows} == {"claude"}
+    for row in rows:
+        inp, outp, cache_read, cache_write = USAGE[phase(row)]
+        assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"],
+                row["cache_write_tokens"], row["outcome"]) == (inp, outp, cache_read, cache_write, "ok")
+        assert row["tokens"] == inp + cache_write + outp and row["cost_usd"] > 0
+    per_task = sum(u[0] + u[1] + u[3] for u in USAGE.values())
+    assert summary_rows(out)["alpha"][:6] == ["claude", "1", "0", "0", "0", str(per_task)]
+    history = sqlite3.connect(env.home / "state.db").execute(
+        "SELECT SUM(tokens_used) FROM run_history").fetchone()[0]
+    assert history == 3 * per_task
+    assert len(stub.requests("anthropic")) == 9
+
+
+def test_codex_completes_the_loop_with_measured_usage(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha", "beta"])
+    cli_config(env, stub, ["codex"])
+    code, out = run(env, stub, "-n", "2")
+    assert code == 0, out
+    rows = calls(env)
+    assert len(rows) == 6 and {r["provider"] for r in rows} == {"codex"}
+    for row in rows:
+        inp, outp, cached, reasoning = USAGE[phase(row)]
+        assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"],
+                row["reasoning_tokens"]) == (inp, outp, cached, reasoning)
+        assert row["tokens"] == inp - cached + outp + reasoning
+    # The sandbox default: codex got --sandbox workspace-write, not the bypass flag.
+    log = next((env.home / "logs").rglob("alpha--*.log")).read_text()
+    assert "error" not in log.lower().split("----- stderr")[0] or "agent_message" in log
+
+
+def test_a_429_is_retried_then_the_chain_fails_over(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha"], schedule={"max_tasks": 2})
+    cli_config(env, stub, ["claude", "codex"])
+    stub.anthropic.fail = -1
+    code, out = run(env, stub)
+    assert code == 0, out
+    assert "claude→codex" in out
+    rows = calls(env)
+    # plan: claude twice (first try + one retry), both 429, then codex for everything left.
+    assert [(r["provider"], phase(r), r["outcome"]) for r in rows] == [
+        ("claude", "plan", "transient"), ("claude", "plan", "transient"),
+        ("codex", "plan", "ok"), ("codex", "implement", "ok"), ("codex", "review", "ok"),
+        ("codex", "plan", "ok"), ("codex", "implement", "ok"), ("codex", "review", "ok")]
+    assert all(r.status == 429 for r in stub.requests("anthropic"))
+    chain = sqlite3.connect(env.home / "state.db").execute("SELECT provider FROM chains").fetchone()
+    assert chain == ("codex",)
+    log = next((env.home / "logs").rglob("alpha--lint-fix--*.log")).read_text()
+    assert "switching to codex for the rest of the chain" in log
+
+
+def test_only_provider_trouble_leaves_the_project_for_the_next_run(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha"])
+    cli_config(env, stub, ["claude"], claude={"max_retries": 0})
+    stub.anthropic.fail = -1
+    code, out = run(env, stub)
+    assert code == 1
+    assert "no other provider to fail over to" in out
+    stub.anthropic.fail = 0
+    code, out = run(env, stub)
+    assert code == 0, out
+    assert [r["outcome"] for r in calls(env)] == ["transient", "ok", "ok", "ok"]
+
+
+def test_an_agent_error_fails_the_task_with_the_cli_message(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha"])
+    cli_config(env, stub, ["claude"])
+    stub.anthropic.malformed = True
+    code, out = run(env, stub)
+    assert code == 1
+    (row,) = calls(env)
+    assert row["outcome"] == "agent"
+    assert f"alpha:lint-fix: failed: planning failed: plan: {row['error']}" in out
+
+
+def test_provider_caps_hold_across_workers(env: Env, stub: ApiStub) -> None:
+    names = [f"p{i}" for i in range(8)]
+    repos = env.projects(names)
+    for repo in repos[1::2]:  # every other project may not use claude, so it runs on codex
+        (repo / "nightshift.yaml").write_text("providers: {claude: {enabled: false}}\n")
+    cli_config(env, stub, ["claude", "codex"], claude={"max_concurrent": 2},
+               codex={"max_concurrent": 3})
+    stub.anthropic.delay = stub.openai.delay = 0.4
+    stub.anthropic.hold, stub.openai.hold = 2, 3
+    code, out = run(env, stub, "-n", "6")
+    assert code == 0, out
+    claude = [(r.start, r.end) for r in stub.requests("anthropic")]
+    codex = [(r.start, r.end) for r in stub.requests("openai")]
+    assert len(claude) == len(codex) == 12
+    assert max_overlap(claude) == 2
+    assert max_overlap(codex) == 3
+    logs = "".join(p.read_text() for p in (env.home / "logs").rglob("*.log"))
+    assert "waiting for a claude slot (providers.claude.max_concurrent = 2)" in logs
+
+
+COPILOT = r"""#!/bin/sh
+# Stand-in for `copilot -p ... --output-format json --usage-output-file F`: prints Copilot's
+# JSONL events and writes its usage report, in the shapes the real CLI uses.
+report=""
+while [ $# -gt 0 ]; do
+  case "$1" in --usage-output-file) report="$2"; shift ;; -p) prompt="$2"; shift ;; esac
+  shift
+done
+case "$prompt" in
+  *"# nightshift: plan phase"*) text='{\"description\": \"d\", \"steps\": [], \"files\": []}' ;;
+  *"# nightshift: implement phase"*) text='{\"summary\": \"s\", \"files_modified\": []}' ;;
+  *) text='{\"passed\": true, \"feedback\": \"ok\"}' ;;
+esac
+echo '{"type":"session.start","data":{"sessionId":"s1"}}'
+printf '{"type":"assistant.message","data":{"messageId":"m1","content":"%s","toolRequests":[]}}\n' "$text"
+cat > "$report" <<'EOF'
+{"totalPremiumRequestCost": 1, "totalUserRequests": 1, "totalNanoAiu": 0, "totalApiDurationMs": 5,
+ "sessionStartTime": "2026-11-28T00:00:00.000Z",
+ "codeChanges": {"linesAdded": 0, "linesRemoved": 0, "filesModifiedCount": 0, "filesModified": []},
+ "modelMetrics": {"gpt-5": {"requests": {"count": 1, "cost": 1},
+                            "usage": {"inputTokens": 400, "outputTokens": 40, "cacheReadTokens": 0,
+                                      "cacheWriteTokens": 0}}},
+ "agentMetrics": {}, "providerModelMetrics": [], "lastCallInputTokens": 400, "lastCallOutputTokens": 40}
+EOF
+"""
+
+
+def test_copilot_adapter_reads_events_and_the_usage_report(env: Env) -> None:
+    env.projects(["alpha"])
+    copilot = env.tmp / "copilot"
+    copilot.write_text(COPILOT)
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["copilot"], "command": {"enabled": False},
+                                    "copilot": {"binary": str(copilot)}}})
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = calls(env)
+    assert [(r["input_tokens"], r["output_tokens"], r["tokens"], r["requests"]) for r in rows] == [
+        (400, 40, 440, 1)] * 3
+    assert json.loads(json.dumps([r["outcome"] for r in rows])) == ["ok"] * 3
