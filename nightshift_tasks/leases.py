@@ -14,18 +14,9 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from nightshift_tasks import state
+from nightshift_tasks.process import alive
 
 POLL_SECONDS = 0.1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def try_acquire(conn: sqlite3.Connection, provider: str, cap: int, ttl: float) -> int | None:
@@ -35,7 +26,7 @@ def try_acquire(conn: sqlite3.Connection, provider: str, cap: int, ttl: float) -
         rows = conn.execute("SELECT id, pid, expires_at FROM leases WHERE provider = ?",
                             (provider,)).fetchall()
         stale = [r["id"] for r in rows
-                 if r["expires_at"] < state.stamp(now) or not _alive(r["pid"])]
+                 if r["expires_at"] < state.stamp(now) or not alive(r["pid"])]
         conn.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in stale])
         if len(rows) - len(stale) >= cap:
             return None

@@ -46,9 +46,10 @@ class ProcResult:
         return self.exit_code == 0 and not self.timed_out and self.error is None
 
 
-def _group_alive(pgid: int) -> bool:
+def alive(pid: int, group: bool = False) -> bool:
+    """Whether a process (or any process of a group) still exists; signal 0 only checks."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -70,7 +71,7 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> N
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         proc.poll()
-        if not _group_alive(pgid):
+        if not alive(pgid, group=True):
             return
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
