@@ -1,20 +1,43 @@
-"""The token allowance of a provider for the current period (§5.3 of the behaviour spec).
-
-Until usage is read from the providers' own files, usage counts as zero, so this is the
-most a run may plan for, not what is left.
-"""
+"""The token allowance of a provider for the current period (§5.3 of the behaviour spec),
+from the usage its own files show, and the run-time reservations made against it."""
 
 from __future__ import annotations
 
+import sqlite3
+import statistics
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from nightshift_tasks import state
+from nightshift_tasks.process import alive
+from nightshift_tasks.usage import Reading, week_start
+
 WEEKDAYS = {"monday": 0, "sunday": 6}
+ESTIMATE_RUNS = 5  # the estimate is the median of this many latest measured runs
 
 
-def weekly_budget(budget: dict[str, Any], provider: str) -> int:
-    value: int = (budget.get("per_provider") or {}).get(provider) or budget["weekly_tokens"]
-    return value
+@dataclass(frozen=True)
+class Allowance:
+    provider: str
+    weekly: int
+    weekly_source: str
+    used_today: int
+    used_week: int
+    reader: str
+    used_percent: float
+    allowance: int
+    equation: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weekly_budget(budget: dict[str, Any], provider: str) -> tuple[int, str]:
+    per = (budget.get("per_provider") or {}).get(provider)
+    if per:
+        return int(per), f"budget.per_provider.{provider}"
+    return int(budget["weekly_tokens"]), "budget.weekly_tokens"
 
 
 def days_left_in_week(budget: dict[str, Any], at: datetime) -> int:
@@ -33,14 +56,104 @@ def multiplier(budget: dict[str, Any], days_left: int) -> float:
     return 1.0
 
 
-def allowance(budget: dict[str, Any], provider: str, at: datetime) -> int:
-    """Tokens this run may spend on the provider, after the reserve, floored at zero."""
-    weekly = weekly_budget(budget, provider)
+def _codex_percent(reading: Reading, window: str) -> float | None:
+    limit = reading.rate_limits.get(window) or {}
+    value = limit.get("used_percent")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetime) -> Allowance:
+    """The allowance with the equation that produced it, for the plan and the budget view."""
+    weekly, source = weekly_budget(budget, provider)
+    today = at.date()
+    used_today = reading.since(today, today)
+    used_week = reading.since(week_start(at, budget["week_start_day"]), today)
     share, reserve = budget["max_percent"] / 100, budget["reserve_percent"] / 100
     if budget["mode"] == "daily":
         base = weekly // 7
-        value = base * share - base * reserve
+        percent = used_today / base * 100 if base else 100.0
+        if provider == "codex" and not used_today:
+            percent = _codex_percent(reading, "primary") or 0.0
+        available = base * max(0.0, 100 - percent) / 100
+        value = available * share - base * reserve
+        equation = (f"{base:,} daily x (1 - {percent:.1f}% used) x {budget['max_percent']}% - "
+                    f"{base * reserve:,.0f} reserve")
     else:
         days = days_left_in_week(budget, at)
-        value = weekly / days * share * multiplier(budget, days) - weekly * reserve
-    return max(0, int(value))
+        codex_week = _codex_percent(reading, "secondary") if provider == "codex" else None
+        percent = codex_week if codex_week is not None else used_week / weekly * 100
+        remaining = weekly * max(0.0, 100 - percent) / 100
+        factor = multiplier(budget, days)
+        value = remaining / days * share * factor - remaining * reserve
+        equation = (f"{remaining:,.0f} left this week / {days} day(s) x {budget['max_percent']}% x "
+                    f"{factor:g} - {remaining * reserve:,.0f} reserve")
+    allowance = max(0, int(value + 1e-6))  # float noise must not cost a token
+    return Allowance(provider, weekly, source, used_today, used_week, reading.source, percent,
+                     allowance, f"{equation} = {allowance:,}")
+
+
+def estimates(conn: sqlite3.Connection, provider: str) -> dict[str, tuple[int, int]]:
+    """Per task: (median measured tokens of its latest completed runs on the provider, runs)."""
+    found: dict[str, list[int]] = {}
+    for row in conn.execute("SELECT task, tokens FROM attempts WHERE provider = ? AND "
+                            "status = 'completed' AND tokens > 0 ORDER BY id DESC", (provider,)):
+        runs = found.setdefault(row["task"], [])
+        if len(runs) < ESTIMATE_RUNS:
+            runs.append(int(row["tokens"]))
+    return {task: (int(statistics.median(runs)), len(runs)) for task, runs in found.items()}
+
+
+def _charged(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
+    """Settled usage plus what open reservations still hold back, for one run and provider.
+
+    An open reservation holds max(estimate, settled so far); once its task ends, or its
+    process died, only what was measured counts.
+    """
+    total = 0
+    for row in conn.execute(
+            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled "
+            "FROM reservations r LEFT JOIN calls c ON c.attempt_id = r.attempt_id "
+            "WHERE r.run_id = ? AND r.provider = ? GROUP BY r.attempt_id", (run_id, provider)):
+        held = row["open"] and alive(row["pid"])
+        total += max(row["estimate"], row["settled"]) if held else row["settled"]
+    return total
+
+
+def reserve(conn: sqlite3.Connection, attempt_id: int, run_id: str, provider: str, estimate: int,
+            allowance: int, pid: int) -> tuple[bool, int]:
+    """Reserve the estimate if it fits what is left of the run's allowance: (fits, left)."""
+    with state.write(conn):
+        left = allowance - _charged(conn, run_id, provider)
+        if estimate > left:
+            return False, max(0, left)
+        conn.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, pid, "
+                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (attempt_id, run_id, provider, estimate, pid, state.stamp(state.now())))
+    return True, left - estimate
+
+
+def release(conn: sqlite3.Connection, attempt_id: int) -> None:
+    """The task ended: from now on only its measured usage counts."""
+    with state.write(conn):
+        conn.execute("UPDATE reservations SET open = 0 WHERE attempt_id = ?", (attempt_id,))
+
+
+def open_reserved(conn: sqlite3.Connection, provider: str) -> int:
+    """Tokens held back right now by running tasks of any run (beyond what they measured)."""
+    held = 0
+    for row in conn.execute(
+            "SELECT r.estimate, r.pid, COALESCE(SUM(c.tokens), 0) AS settled FROM reservations r "
+            "LEFT JOIN calls c ON c.attempt_id = r.attempt_id WHERE r.provider = ? AND r.open = 1 "
+            "GROUP BY r.attempt_id", (provider,)):
+        if alive(row["pid"]):
+            held += max(0, row["estimate"] - row["settled"])
+    return held
+
+
+def run_spent(conn: sqlite3.Connection, run_id: str, provider: str) -> tuple[int, int]:
+    """(settled, still reserved) for the budget line of the run summary."""
+    charged = _charged(conn, run_id, provider)
+    settled = int(conn.execute(
+        "SELECT COALESCE(SUM(c.tokens), 0) FROM calls c JOIN reservations r ON r.attempt_id = "
+        "c.attempt_id WHERE r.run_id = ? AND r.provider = ?", (run_id, provider)).fetchone()[0])
+    return settled, charged - settled

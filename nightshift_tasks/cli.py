@@ -1,4 +1,5 @@
-"""`python -m nightshift_tasks` (or `nightshift-tasks`): our own commands (`demo`, `tasks`),
+"""`python -m nightshift_tasks` (or `nightshift-tasks`): our own commands (`demo`, `tasks`,
+`budget`),
 and everything else handed to doit.
 
 doit loads the tasks from the installed package through a ModuleTaskLoader, so no
@@ -40,4 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from nightshift_tasks import tasks_cmd
 
         return tasks_cmd.main(args[1:])
+    if args[:1] == ["budget"]:
+        from nightshift_tasks import budget_cmd
+
+        return budget_cmd.main(args[1:])
     return run_doit(args)

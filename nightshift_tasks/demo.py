@@ -56,8 +56,10 @@ def write_config(root: Path, repos: list[Path]) -> Path:
         "projects": [{"path": str(p)} for p in repos],
         "schedule": {"max_tasks": 2},
         "tasks": {"enabled": ["tech-debt-classify", "repo-topology"]},
-        # Both are medium-cost tasks: a weekly budget that lets the allowance cover them.
-        "budget": {"weekly_tokens": 2_000_000},
+        # Both are medium-cost tasks, reserved at their tier's top (150,000 tokens) until
+        # measured runs teach an estimate: a weekly budget whose daily allowance covers the
+        # five running at once.
+        "budget": {"weekly_tokens": 20_000_000},
         "providers": {
             "preference": ["command"],
             "command": {"enabled": True, "timeout": "2m",

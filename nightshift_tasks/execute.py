@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, leases, state
+from nightshift_tasks import agents, budget, leases, state
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import ProcResult, append_log, interrupt_on_term, run_process, tail
 from nightshift_tasks.prompts import TaskBrief
@@ -122,6 +122,20 @@ class ProviderAgent:
         return agents.classify(cand["name"], message, reply.status)
 
 
+def _reserve(conn: sqlite3.Connection, spec: dict[str, Any], provider: str,
+             attempt: int) -> LoopResult | None:
+    """Reserve the task's estimate from the run's allowance; a skip result if it won't fit."""
+    pool = spec["pool"]
+    if pool is None or pool["provider"] != provider:
+        return None  # budget ignored, or the chain failed over to an unbudgeted provider
+    fits, left = budget.reserve(conn, attempt, spec["run_id"], provider, pool["estimate"],
+                                pool["allowance"], os.getpid())
+    if fits:
+        return None
+    return LoopResult("skipped", 0, error=f"budget: needs ~{pool['estimate']:,} tokens, {left:,} "
+                      f"left of {pool['allowance']:,} ({provider})")
+
+
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
     interrupt_on_term()
@@ -139,13 +153,16 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
             str(log))
         brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
+        skipped = _reserve(conn, spec, agent.provider, attempt)
         try:
-            result = run_loop(agent, brief)
+            result = skipped or run_loop(agent, brief)
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
         except Exception as exc:  # a bug of ours must not stop the chain
             result = LoopResult("failed", 0, error=f"internal error: {exc!r}")
+        finally:
+            budget.release(conn, attempt)
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
                                                           result.error, failure=result.failure))
         used = state.attempt_usage(conn, attempt)

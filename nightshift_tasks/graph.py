@@ -146,6 +146,11 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "providers": [_candidate(engine, name) for name in providers],
         "notes": list(project.notes),
         "sources": project.sources.get(task.slug, []),
+        # Reserved from the planned provider's allowance before the task starts (none when
+        # the budget is ignored).
+        "pool": None if project.allowance is None or task.slug not in project.estimates else {
+            "provider": project.provider, "allowance": project.allowance,
+            "estimate": project.estimates[task.slug]},
     }
 
 

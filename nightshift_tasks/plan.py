@@ -18,8 +18,9 @@ from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
 from nightshift_tasks.projects import ProjectRef, resolve_projects
-from nightshift_tasks.select import Decision, Signals, TaskRules, none_picked_reason, select_tasks
+from nightshift_tasks.select import Decision, Signals, TaskRules, estimate, none_picked_reason, select_tasks
 from nightshift_tasks.sources import Sources, gather
+from nightshift_tasks.usage import Reading, read_usage
 
 PROJECT_CONFIG = "nightshift.yaml"
 
@@ -43,7 +44,8 @@ class ProjectPlan:
     fallbacks: list[str] = field(default_factory=list)  # next providers in preference order
     done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
     decisions: list[Decision] = field(default_factory=list)
-    allowance: int | None = None
+    allowance: int | None = None  # the provider's allowance: the pool tasks reserve from
+    estimates: dict[str, int] = field(default_factory=dict)  # slug -> tokens to reserve
     notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
     sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
     warnings: tuple[str, ...] = ()
@@ -82,13 +84,14 @@ class ProjectPlan:
 @dataclass(frozen=True)
 class Plan:
     projects: list[ProjectPlan]
+    allowances: dict[str, budget.Allowance] = field(default_factory=dict)
 
     def runnable(self) -> list[ProjectPlan]:
         return [p for p in self.projects if p.tasks]
 
 
-def usable_providers(data: dict[str, Any], at: datetime, ignore_budget: bool
-                     ) -> tuple[list[tuple[str, int | None]], str]:
+def usable_providers(data: dict[str, Any], allowances: dict[str, budget.Allowance],
+                     ignore_budget: bool) -> tuple[list[tuple[str, int | None]], str]:
     """Providers in preference order that are enabled, installed and have allowance: the
     first runs the project, the others are its fail-over. Returns them, or why none is."""
     providers = data["providers"]
@@ -103,12 +106,18 @@ def usable_providers(data: dict[str, Any], at: datetime, ignore_budget: bool
         if missing:
             notes.append(f"{name} {missing}")
             continue
-        allowance = budget.allowance(data["budget"], name, at)
+        allowance = allowances[name].allowance
         if not ignore_budget and allowance <= 0:
-            notes.append(f"{name} budget exhausted (allowance 0)")
+            notes.append(f"{name} budget exhausted ({allowances[name].used_percent:.0f}% used)")
             continue
         usable.append((name, None if ignore_budget else allowance))
     return usable, "" if usable else "no provider: " + "; ".join(notes)
+
+
+def provider_readings(config: Config, conn: sqlite3.Connection, at: datetime) -> dict[str, Reading]:
+    """What each provider's own files (or our ledger) show it has used."""
+    providers = config.section("providers")
+    return {name: read_usage(conn, name, providers[name], at) for name in providers["preference"]}
 
 
 def _rules(data: dict[str, Any], ref: ProjectRef) -> TaskRules:
@@ -134,6 +143,12 @@ class Planner:
                  at: datetime, options: Options) -> None:
         self.config, self.catalog, self.conn, self.at, self.options = config, catalog, conn, at, options
         self.rng = random.Random() if options.random_task else None
+        self.readings = provider_readings(config, conn, at)
+        self.allowances = self.allowances_for(config.section("budget"))
+
+    def allowances_for(self, settings: dict[str, Any]) -> dict[str, budget.Allowance]:
+        return {name: budget.compute(settings, name, reading, self.at)
+                for name, reading in self.readings.items()}
 
     def build(self) -> Plan:
         refs = resolve_projects(self.config.data["projects"], state.project_last_runs(self.conn))
@@ -154,7 +169,7 @@ class Planner:
             plans.append(plan)
         if errors:
             raise ConfigError(errors)
-        return Plan(plans)
+        return Plan(plans, self.allowances)
 
     def plan_project(self, ref: ProjectRef, data: dict[str, Any], notes: list[str],
                      over_cap: bool) -> ProjectPlan:
@@ -168,16 +183,20 @@ class Planner:
             # Today's chain is kept as planned: resumed if interrupted, shown done if finished.
             done = [t for t in chain.tasks if t in chain.done]
             found = self._sources(data, ref) if len(done) < len(chain.tasks) else Sources((), (), ())
-            usable, _ = usable_providers(data, self.at, True)
+            usable, _ = usable_providers(data, self.allowances, True)
             names = [n for n, _ in usable if n != chain.provider]
+            pool = None if self.options.ignore_budget else self.allowances[chain.provider].allowance
             return self._plan(ref, context.notes, found, notes, provider=chain.provider,
-                              tasks=chain.tasks, done=done, fallbacks=names)
-        usable, no_provider = usable_providers(data, self.at, self.options.ignore_budget)
+                              tasks=chain.tasks, done=done, fallbacks=names, allowance=pool)
+        allowances = (self.allowances if data["budget"] == self.config.section("budget")
+                      else self.allowances_for(data["budget"]))  # the project's own max_percent
+        usable, no_provider = usable_providers(data, allowances, self.options.ignore_budget)
         provider, allowance = usable[0] if usable else (None, None)
         found = self._sources(data, ref)
         signals = Signals(state.task_last_runs(self.conn, ref.path),
                           state.assigned_tasks(self.conn, ref.path), context.mentioned,
-                          found.sourced, allowance, provider or "")
+                          found.sourced, allowance, provider or "",
+                          budget.estimates(self.conn, provider) if provider else {})
         decisions = select_tasks(self.catalog, _rules(data, ref), signals, self.at, self.rng)
         picked = [d.slug for d in decisions if d.picked]
         if self.options.force_task:
@@ -193,11 +212,14 @@ class Planner:
     def _sources(self, data: dict[str, Any], ref: ProjectRef) -> Sources:
         return gather(data["integrations"]["task_sources"], Path(ref.path), self.catalog)
 
-    @staticmethod
-    def _plan(ref: ProjectRef, context_notes: tuple[str, ...], found: Sources, warnings: list[str],
-              **kw: Any) -> ProjectPlan:
+    def _plan(self, ref: ProjectRef, context_notes: tuple[str, ...], found: Sources,
+              warnings: list[str], **kw: Any) -> ProjectPlan:
         texts = {slug: [f"{item.origin}: {item.text}" for item in found.items if slug in item.slugs]
                  for slug in kw["tasks"]}
+        if kw.get("provider") and kw.get("allowance") is not None:
+            learned = Signals(estimates=budget.estimates(self.conn, kw["provider"]))
+            by_slug = {t.slug: t for t in self.catalog}
+            kw["estimates"] = {s: estimate(by_slug[s], learned)[0] for s in kw["tasks"] if s in by_slug}
         return ProjectPlan(ref.name, ref.path, notes=context_notes + found.notes,
                            sources={k: v for k, v in texts.items() if v},
                            warnings=found.warnings + tuple(warnings), **kw)

@@ -38,6 +38,7 @@ class Signals:
     sourced: frozenset[str] = frozenset()
     allowance: int | None = None  # None: the budget is ignored
     provider: str = ""
+    estimates: dict[str, tuple[int, int]] = field(default_factory=dict)  # slug -> (tokens, runs)
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,23 @@ def cooldown_left(task: TaskDef, rules: TaskRules, last_run: datetime | None,
     return max(0.0, interval - (at - last_run).total_seconds())
 
 
+def estimate(task: TaskDef, signals: Signals) -> tuple[int, str]:
+    """Tokens the task is expected to use: the median of its measured runs on the provider,
+    else the top of its cost tier. Returns (tokens, where that number comes from)."""
+    learned = signals.estimates.get(task.slug)
+    if learned:
+        return learned[0], f"median of {learned[1]} measured run(s)"
+    return task.max_tokens, f"{task.cost} tier max"
+
+
 def _filter(task: TaskDef, rules: TaskRules, signals: Signals, at: datetime) -> tuple[str, str, float]:
     """(kind, reason, cooldown left) of the first filter that drops the task, or ('', '', 0)."""
     why = is_enabled(task, rules)
     if why:
         return "disabled", why, 0.0
-    if signals.allowance is not None and task.max_tokens > signals.allowance:
-        return ("budget", f"over budget: needs up to {task.max_tokens:,} tokens ({task.cost} tier), "
+    need, basis = estimate(task, signals)
+    if signals.allowance is not None and need > signals.allowance:
+        return ("budget", f"over budget: needs ~{need:,} tokens ({basis}), "
                 f"allowance {signals.allowance:,} ({signals.provider})", 0.0)
     if task.slug in signals.assigned:
         return "assigned", "assigned to a run in progress", 0.0

@@ -113,6 +113,27 @@ MIGRATIONS: list[str] = [
         expires_at TEXT NOT NULL
     );
     """,
+    # 3: the usage readers' per-file scan cache, and run-time budget reservations.
+    """
+    CREATE TABLE usage_files (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        summary TEXT NOT NULL
+    );
+    CREATE TABLE reservations (
+        attempt_id INTEGER PRIMARY KEY REFERENCES attempts(id),
+        run_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        estimate INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        open INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX idx_reservations_run ON reservations(run_id, provider);
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")

@@ -15,7 +15,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import graph, guard, state
+from nightshift_tasks import budget, graph, guard, state
 from nightshift_tasks.durations import format_duration
 
 STALE_ASSIGNMENT = timedelta(hours=2)
@@ -110,7 +110,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def complete_run(self) -> None:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
-        self.outstream.write(self.table(interrupted) + "\n")
+        self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         if self.problems:
             self.outstream.write("\nProblems:\n" + "".join(f"  {p}\n" for p in self.problems))
         if interrupted:
@@ -118,6 +118,19 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             sys.exit(EXIT_INTERRUPTED)
         if any(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values()):
             sys.exit(EXIT_FAILED)
+
+    def budget_header(self) -> str:
+        """Each provider this run used: its allowance, the equation, what the run spent."""
+        engine = graph.load_engine()
+        used = {p for row in self.rows.values() for p in row.provider.split("→")}
+        conn = guard.connection(str(engine.db_path))
+        lines = []
+        for name, figures in engine.plan.allowances.items():
+            if name in used:
+                spent, held = budget.run_spent(conn, engine.run_id, name)
+                lines.append(f"budget {name}: {figures.equation}; this run used {spent:,}"
+                             + (f", {held:,} still reserved" if held else ""))
+        return "\n" + "\n".join(lines) + "\n" if lines else ""
 
     def table(self, interrupted: bool) -> str:
         body = []

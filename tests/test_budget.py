@@ -1,20 +1,52 @@
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.budget import allowance, days_left_in_week
+from nightshift_tasks import budget, state
+from nightshift_tasks.budget import compute, days_left_in_week
+from nightshift_tasks.usage import Reading
 
 BASE = {"mode": "daily", "max_percent": 75, "reserve_percent": 5, "weekly_tokens": 700_000,
         "per_provider": {}, "aggressive_end_of_week": False, "week_start_day": "monday"}
-FRIDAY = datetime(2026, 11, 27, 2, 0)
+FRIDAY = datetime(2026, 11, 27, 2, 0).astimezone()
 
 
-def test_daily_with_zero_usage() -> None:
-    # 700,000 // 7 = 100,000; 75 % of it minus a 5 % reserve.
-    assert allowance(BASE, "claude", FRIDAY) == 70_000
-    assert allowance({**BASE, "per_provider": {"codex": 1_400_000}}, "codex", FRIDAY) == 140_000
+def reading(**days: int) -> Reading:
+    return Reading(by_day={d.replace("_", "-").lstrip("d"): n for d, n in days.items()},
+                   source="fixture")
+
+
+def test_daily_worked_example_of_the_spec() -> None:
+    # §5.4: 20,000 used today of a 100,000 day: 80,000 x 75 % - 5,000 reserve = 55,000.
+    result = compute(BASE, "claude", reading(d2026_11_27=20_000), FRIDAY)
+    assert (result.used_percent, result.allowance) == (20.0, 55_000)
+    assert result.equation == "100,000 daily x (1 - 20.0% used) x 75% - 5,000 reserve = 55,000"
+    assert compute(BASE, "claude", Reading(), FRIDAY).allowance == 70_000
+    per = compute({**BASE, "per_provider": {"codex": 1_400_000}}, "codex", Reading(), FRIDAY)
+    assert (per.weekly, per.weekly_source, per.allowance) == (1_400_000, "budget.per_provider.codex",
+                                                              140_000)
+
+
+def test_weekly_worked_example_with_aggressive_end_of_week() -> None:
+    weekly = {**BASE, "mode": "weekly", "aggressive_end_of_week": True}
+    used = reading(d2026_11_23=100_000, d2026_11_26=110_000)  # 210,000 this week: 30 %
+    saturday, sunday = datetime(2026, 11, 28).astimezone(), datetime(2026, 11, 29).astimezone()
+    assert compute(weekly, "claude", used, FRIDAY).allowance == int(490_000 / 3 * 0.75 - 24_500)
+    assert compute(weekly, "claude", used, saturday).allowance == int(490_000 / 2 * 0.75 * 2 - 24_500)
+    assert compute(weekly, "claude", used, sunday).allowance == int(490_000 * 0.75 * 3 - 24_500)
+    # Last week's usage does not count.
+    assert compute(weekly, "claude", reading(d2026_11_22=500_000), FRIDAY).used_week == 0
+
+
+def test_codex_rate_limit_percentages() -> None:
+    limits = Reading(rate_limits={"primary": {"used_percent": 40.0}, "secondary": {"used_percent": 90.0}})
+    assert compute(BASE, "codex", limits, FRIDAY).allowance == int(60_000 * 0.75 - 5_000)
+    weekly = compute({**BASE, "mode": "weekly"}, "codex", limits, FRIDAY)
+    assert weekly.used_percent == 90.0 and weekly.allowance == int(70_000 / 3 * 0.75 - 3_500)
 
 
 @pytest.mark.parametrize(("start", "day", "left"), [
@@ -24,14 +56,48 @@ def test_days_left_in_week(start: str, day: datetime, left: int) -> None:
     assert days_left_in_week({"week_start_day": start}, day) == left
 
 
-def test_weekly_and_aggressive_end_of_week() -> None:
-    weekly = {**BASE, "mode": "weekly"}
-    saturday, sunday = datetime(2026, 11, 28), datetime(2026, 11, 29)
-    assert allowance(weekly, "claude", FRIDAY) == int(700_000 / 3 * 0.75 - 35_000)
-    aggressive = {**weekly, "aggressive_end_of_week": True}
-    assert allowance(aggressive, "claude", saturday) == int(700_000 / 2 * 0.75 * 2 - 35_000)
-    assert allowance(aggressive, "claude", sunday) == int(700_000 * 0.75 * 3 - 35_000)
-
-
 def test_never_negative() -> None:
-    assert allowance({**BASE, "max_percent": 0}, "claude", FRIDAY) == 0
+    assert compute(BASE, "claude", reading(d2026_11_27=900_000), FRIDAY).allowance == 0
+
+
+def _attempt(conn: object, task: str = "lint-fix") -> int:
+    db = conn  # type: ignore[assignment]
+    chain = state.open_chain(db, f"/p/{task}/{state.now().timestamp()}", "2026-11-27", [task],  # type: ignore[arg-type]
+                             "claude", "run1")
+    return state.start_attempt(db, chain, "run1", "/p", task, "claude", 1, "log")  # type: ignore[arg-type]
+
+
+def test_reserve_then_settle(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    a, b, c = (_attempt(conn) for _ in range(3))
+    assert budget.reserve(conn, a, "run1", "claude", 400, 1000, 1) == (True, 600)
+    assert budget.reserve(conn, b, "run1", "claude", 400, 1000, 1) == (True, 200)
+    assert budget.reserve(conn, c, "run1", "claude", 400, 1000, 1) == (False, 200)
+    # a measured 700 so far: its reservation grows to the truth.
+    state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 700})
+    assert budget.run_spent(conn, "run1", "claude") == (700, 400)
+    budget.release(conn, b)  # b ended having used nothing: its hold is gone
+    assert budget.reserve(conn, c, "run1", "claude", 300, 1000, 1) == (True, 0)
+    assert budget.reserve(conn, _attempt(conn), "run2", "claude", 300, 1000, 1) == (True, 700)
+
+
+def test_a_dead_holder_keeps_only_what_it_used(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    a = _attempt(conn)
+    assert budget.reserve(conn, a, "run1", "claude", 900, 1000, dead.pid) == (True, 100)
+    state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 50})
+    assert budget.reserve(conn, _attempt(conn), "run1", "claude", 900, 1000, 1) == (True, 50)
+
+
+def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    for tokens in (100, 300, 200, 9_000, 250, 260):
+        attempt = _attempt(conn)
+        state.record_call(conn, attempt, "plan", "claude", state.now(), 0, "ok", None,
+                          {"tokens": tokens})
+        state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    # The latest five: 300, 200, 9000, 250, 260 -> median 260.
+    assert budget.estimates(conn, "claude") == {"lint-fix": (260, 5)}
+    assert budget.estimates(conn, "codex") == {}

@@ -58,7 +58,7 @@ def test_info_explains_every_pick_and_skip(env: Env) -> None:
     assert "  picked     lint-fix               score 5.0 = priority 0.0 + staleness 3.0 + context 2.0" \
         in lines
     assert ("  not picked dead-code              score 5.0 = priority 2.0 + staleness 3.0; over budget: "
-            "needs up to 150,000 tokens (medium tier), allowance 140,000 (command)") in lines
+            "needs ~150,000 tokens (medium tier max), allowance 140,000 (command)") in lines
     assert "  not picked bug-finder             score 3.0 = priority 0.0 + staleness 3.0; disabled " \
            "(tasks.disabled)" in lines
     assert any(line.startswith("  not picked docs-backfill") and line.endswith("not in the enabled list")

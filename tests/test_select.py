@@ -80,14 +80,19 @@ def test_context_and_source_bonuses() -> None:
     assert by_slug(decisions)["dead-code"].breakdown == "5.0 = priority 0.0 + staleness 3.0 + context 2.0"
 
 
-def test_budget_filter_uses_the_tier_maximum() -> None:
+def test_budget_filter_uses_the_tier_maximum_until_runs_are_measured() -> None:
     r = rules(enabled=["lint-fix", "dead-code", "bug-finder"], max_tasks=3)
     decisions = select_tasks(CATALOG, r, Signals(allowance=70_000, provider="claude"), NOW)
     assert picked(decisions) == ["lint-fix"]
     assert by_slug(decisions)["dead-code"].reason == (
-        "over budget: needs up to 150,000 tokens (medium tier), allowance 70,000 (claude)")
+        "over budget: needs ~150,000 tokens (medium tier max), allowance 70,000 (claude)")
     assert none_picked_reason([d for d in decisions if not d.picked]) == (
         "no task can run: 2 over budget (allowance 70,000 (claude))")
+    learned = Signals(allowance=70_000, provider="claude", estimates={"dead-code": (60_000, 4)})
+    decisions = select_tasks(CATALOG, r, learned, NOW)
+    assert picked(decisions) == ["lint-fix", "dead-code"]
+    assert by_slug(decisions)["bug-finder"].reason == (
+        "over budget: needs ~500,000 tokens (high tier max), allowance 70,000 (claude)")
 
 
 def test_random_pick_draws_only_from_eligible_tasks() -> None:

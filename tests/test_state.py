@@ -13,7 +13,7 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     conn.close()
     conn = state.connect(tmp_path / "s.db")
-    assert [tuple(r) for r in conn.execute("SELECT version FROM schema_version")] == [(1,), (2,)]
+    assert [tuple(r) for r in conn.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"projects", "task_history", "assigned_tasks", "run_history", "chains", "attempts", "calls",
@@ -27,7 +27,7 @@ def test_an_older_database_is_migrated_forward(tmp_path: Path, monkeypatch: pyte
     old.close()
     monkeypatch.undo()
     conn = state.connect(tmp_path / "s.db")
-    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == len(state.MIGRATIONS)
     assert conn.execute("SELECT run_count FROM projects").fetchone()[0] == 3
     assert "failure" in [r[1] for r in conn.execute("PRAGMA table_info(attempts)")]
 

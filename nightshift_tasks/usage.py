@@ -1,0 +1,246 @@
+"""How much each provider has used today and this week, read from the providers' own files.
+
+Histories reach gigabytes of JSONL, so every file is scanned once and then only from the
+offset where the last scan stopped: per file, the size, mtime, inode and offset are cached
+in the state DB with the per-day totals found so far. Corrupt lines and unreadable files
+are skipped and counted, never fatal.
+
+- claude: `stats-cache.json` `dailyModelTokens`, else `projects/**/*.jsonl` assistant lines
+  with `message.usage` (input + cache creation + output tokens).
+- codex: `sessions/YYYY/MM/DD/*.jsonl` `token_count` events; per session last - first of
+  `total_token_usage`, billable = (input - cached) + output + reasoning; the newest
+  `rate_limits`.
+- copilot and command: our own ledger (copilot: premium requests this month).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nightshift_tasks import state
+
+CODEX_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
+
+
+@dataclass
+class Reading:
+    """Usage of one provider: tokens per local day, where they were found, what was skipped."""
+
+    by_day: dict[str, int] = field(default_factory=dict)
+    source: str = "none"
+    skipped_lines: int = 0
+    skipped_files: int = 0
+    rate_limits: dict[str, Any] = field(default_factory=dict)  # codex primary / secondary
+    requests_this_month: int = 0  # copilot
+
+    def since(self, first: date, last: date) -> int:
+        return sum(n for d, n in self.by_day.items() if first.isoformat() <= d <= last.isoformat())
+
+
+def local_day(timestamp: str) -> str | None:
+    """ISO timestamp (UTC `Z` or with offset) -> the machine's local date."""
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone().date().isoformat() if moment.tzinfo else moment.date().isoformat()
+
+
+# ---- the per-file incremental scan ---------------------------------------------------------
+
+
+Parse = Callable[[list[bytes], dict[str, Any]], None]
+
+
+def _scan(conn: sqlite3.Connection, path: Path, parse: Parse,
+          fresh: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Bring one file's cached summary up to date, parsing only bytes not seen before.
+
+    `parse(lines, summary)` folds complete lines into the summary and counts bad ones in
+    summary["bad"]; `fresh()` is an empty summary.
+    """
+    st = path.stat()
+    row = conn.execute("SELECT size, mtime_ns, inode, offset, summary FROM usage_files WHERE path = ?",
+                       (str(path),)).fetchone()
+    if row and (row["size"], row["mtime_ns"], row["inode"]) == (st.st_size, st.st_mtime_ns, st.st_ino):
+        cached: dict[str, Any] = json.loads(row["summary"])
+        return cached
+    grown = row is not None and row["inode"] == st.st_ino and st.st_size >= row["offset"]
+    summary: dict[str, Any] = json.loads(row["summary"]) if grown else fresh()
+    offset: int = row["offset"] if grown else 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # a line still being written is left for next time
+    if end:
+        parse(data[:end].split(b"\n"), summary)
+    with state.write(conn):
+        conn.execute("INSERT OR REPLACE INTO usage_files (path, size, mtime_ns, inode, offset, summary) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, st.st_ino,
+                                                   offset + end, json.dumps(summary)))
+    return summary
+
+
+def _jsonl_files(root: Path) -> list[Path]:
+    found = []
+    for directory, _, files in os.walk(root):
+        found += [Path(directory) / f for f in files if f.endswith(".jsonl")]
+    return sorted(found)
+
+
+def _scan_all(conn: sqlite3.Connection, files: list[Path], parse: Parse,
+              fresh: Callable[[], dict[str, Any]], reading: Reading) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in files:
+        try:
+            summary = _scan(conn, path, parse, fresh)
+        except (OSError, ValueError):
+            reading.skipped_files += 1
+            continue
+        reading.skipped_lines += summary["bad"]
+        out.append((path, summary))
+    return out
+
+
+# ---- claude ---------------------------------------------------------------------------------
+
+
+def _claude_lines(lines: list[bytes], summary: dict[str, Any]) -> None:
+    days: dict[str, int] = summary["days"]
+    bad = 0
+    for line in lines:
+        if b'"assistant"' not in line or b'"usage"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+            usage = event["message"]["usage"]
+            day = local_day(event["timestamp"])
+            tokens = (int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+                      + int(usage.get("cache_creation_input_tokens", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            bad += 1
+            continue
+        if day is None or event.get("type") != "assistant":
+            bad += day is None
+            continue
+        days[day] = days.get(day, 0) + tokens
+    summary["bad"] += bad
+
+
+def read_claude(conn: sqlite3.Connection, data_path: Path) -> Reading:
+    reading = Reading()
+    stats = data_path / "stats-cache.json"
+    try:
+        doc = json.loads(stats.read_text(encoding="utf-8"))
+        for entry in doc.get("dailyModelTokens", []):
+            tokens = sum(int(v) for v in (entry.get("tokensByModel") or {}).values())
+            reading.by_day[str(entry["date"])] = reading.by_day.get(str(entry["date"]), 0) + tokens
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        reading.skipped_files += 1
+    if reading.by_day:
+        reading.source = "stats-cache.json"
+        return reading
+    files = _scan_all(conn, _jsonl_files(data_path / "projects"), _claude_lines,
+                      lambda: {"days": {}, "bad": 0}, reading)
+    for _, summary in files:
+        for day, tokens in summary["days"].items():
+            reading.by_day[day] = reading.by_day.get(day, 0) + tokens
+    reading.source = "projects/*.jsonl" if files else "none"
+    return reading
+
+
+# ---- codex ----------------------------------------------------------------------------------
+
+
+def _codex_lines(lines: list[bytes], summary: dict[str, Any]) -> None:
+    bad = 0
+    for line in lines:
+        if b'"token_count"' not in line and b'"rate_limits"' not in line:
+            continue
+        try:
+            payload = json.loads(line)["payload"]
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        if not isinstance(payload, dict) or payload.get("type") != "token_count":
+            continue
+        total = (payload.get("info") or {}).get("total_token_usage")
+        if isinstance(total, dict):
+            values = {k: int(total.get(k) or 0) for k in CODEX_FIELDS}
+            summary["first"] = summary.get("first") or values
+            summary["last"] = values
+            summary["events"] = summary.get("events", 0) + 1
+        limits = payload.get("rate_limits")
+        if isinstance(limits, dict) and (limits.get("primary") or limits.get("secondary")):
+            summary["rate_limits"] = limits
+    summary["bad"] += bad
+
+
+def codex_billable(summary: dict[str, Any]) -> int:
+    """One session's billable tokens: last - first (the last alone if anything went down)."""
+    first, last = summary.get("first"), summary.get("last")
+    if not first or not last:
+        return 0
+    delta = {k: last[k] - first[k] for k in CODEX_FIELDS}
+    if summary["events"] == 1 or min(delta.values()) < 0:  # one event, or counters went down
+        delta = last
+    return int(max(0, delta["input_tokens"] - delta["cached_input_tokens"]) + delta["output_tokens"]
+               + delta["reasoning_output_tokens"])
+
+
+def read_codex(conn: sqlite3.Connection, data_path: Path) -> Reading:
+    reading = Reading(source="sessions/*.jsonl")
+    files = _scan_all(conn, _jsonl_files(data_path / "sessions"), _codex_lines,
+                      lambda: {"bad": 0}, reading)
+    newest = 0.0
+    for path, summary in files:
+        parts = path.relative_to(data_path / "sessions").parts
+        day = "-".join(parts[:3]) if len(parts) >= 4 else None
+        if day:
+            reading.by_day[day] = reading.by_day.get(day, 0) + codex_billable(summary)
+        mtime = path.stat().st_mtime
+        if summary.get("rate_limits") and mtime >= newest:
+            newest, reading.rate_limits = mtime, summary["rate_limits"]
+    if not files:
+        reading.source = "none"
+    return reading
+
+
+# ---- our own ledger -------------------------------------------------------------------------
+
+
+def read_ledger(conn: sqlite3.Connection, provider: str, at: datetime) -> Reading:
+    """Measured usage of our own calls, per local day; copilot also counts this month's
+    premium requests (UTC month, as Copilot bills)."""
+    reading = Reading(source="nightshift ledger")
+    for row in conn.execute("SELECT substr(started_at, 1, 10) AS day, SUM(tokens) AS tokens "
+                            "FROM calls WHERE provider = ? GROUP BY day", (provider,)):
+        reading.by_day[row["day"]] = int(row["tokens"])
+    month = at.strftime("%Y-%m")
+    reading.requests_this_month = int(conn.execute(
+        "SELECT COALESCE(SUM(MAX(requests, 1)), 0) FROM calls WHERE provider = ? AND "
+        "substr(started_at, 1, 7) = ?", (provider, month)).fetchone()[0])
+    return reading
+
+
+def read_usage(conn: sqlite3.Connection, provider: str, settings: dict[str, Any],
+               at: datetime) -> Reading:
+    if provider == "claude":
+        return read_claude(conn, Path(settings["data_path"]))
+    if provider == "codex":
+        return read_codex(conn, Path(settings["data_path"]))
+    return read_ledger(conn, provider, at)
+
+
+def week_start(at: datetime, week_start_day: str) -> date:
+    start = 0 if week_start_day == "monday" else 6
+    return at.date() - timedelta(days=(at.weekday() - start) % 7)
