@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,3 +198,31 @@ def test_copilot_adapter_reads_events_and_the_usage_report(env: Env) -> None:
     assert [(r["input_tokens"], r["output_tokens"], r["tokens"], r["requests"]) for r in rows] == [
         (400, 40, 440, 1)] * 3
     assert json.loads(json.dumps([r["outcome"] for r in rows])) == ["ok"] * 3
+
+
+def test_parallel_projects_stop_at_the_allowance(env: Env, stub: ApiStub) -> None:
+    """K = 8 and an allowance that fits exactly three tasks' measured usage."""
+    seed = env.repo("seed")
+    repos = [env.repo(f"p{i}") for i in range(8)]
+    env.write_config({"projects": [{"path": str(seed)}]})
+    cli_config(env, stub, ["claude"])
+    code, out = run(env, stub)  # one measured run of lint-fix teaches its estimate
+    assert code == 0, out
+    per_task = sum(u[0] + u[1] + u[3] for u in USAGE.values())
+    view = subprocess.run([sys.executable, "-m", "nightshift_tasks", "budget", "--json",
+                           f"config={env.config}"], env=env.environ(HOME=str(env.tmp / "home-cli")),
+                          capture_output=True, text=True, check=True)
+    (claude,) = json.loads(view.stdout)
+    assert claude["reader"] == "projects/*.jsonl" and claude["used_today"] >= per_task
+    weekly = (claude["used_today"] + 3 * per_task + 100) * 7  # daily allowance: 3 tasks + 100
+    env.write_config({"projects": [{"path": str(r)} for r in repos],
+                      "budget": {"weekly_tokens": weekly, "max_percent": 100, "reserve_percent": 0}})
+    code, out = run(env, stub, "-n", "8")
+    assert code == 0, out
+    rows = summary_rows(out)
+    assert sum(rows[f"p{i}"][1] == "1" for i in range(8)) == 3
+    assert sum(rows[f"p{i}"][4] == "1" for i in range(8)) == 5
+    assert out.count(f"skipped: budget: needs ~{per_task:,} tokens, 100 left of "
+                     f"{3 * per_task + 100:,} (claude)") == 5
+    assert f"budget claude: {claude['used_today'] + 3 * per_task + 100:,} daily" in out
+    assert f"this run used {3 * per_task:,}" in out
