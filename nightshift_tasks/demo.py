@@ -83,5 +83,5 @@ def main(args: list[str]) -> int:
     env = {**os.environ, HOME_ENV: str(root / "home")}
     cmd = [sys.executable, "-m", "nightshift_tasks", "run", "-n", "5", f"config={config}", *args]
     code = subprocess.run(cmd, env=env, check=False).returncode
-    print(f"\nreports: {root / 'repos'}/*/.nightshift/reports/   logs: {root / 'home' / 'logs'}")
+    print(f"\nreports: {root / 'home' / 'reports'}   logs: {root / 'home' / 'logs'}")
     return code

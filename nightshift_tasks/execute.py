@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, leases, state
+from nightshift_tasks import agents, budget, git, leases, publish, state
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import ProcResult, append_log, interrupt_on_term, run_process, tail
 from nightshift_tasks.prompts import TaskBrief
@@ -42,6 +42,7 @@ class ProviderAgent:
                  log: Path) -> None:
         self.spec, self.conn, self.chain_id, self.log = spec, conn, chain_id, log
         self.attempt_id = 0  # set once the ledger row exists
+        self.cwd = spec["path"]  # the task's worktree, once it exists
         self.candidates: list[dict[str, Any]] = spec["providers"]
         names = [c["name"] for c in self.candidates]
         current = state.chain_provider(conn, chain_id)  # a fail-over earlier in the chain sticks
@@ -96,7 +97,7 @@ class ProviderAgent:
             ttl = cand["timeout_s"] + LEASE_GRACE_SECONDS
             with leases.slot(self.conn, name, settings.get("max_concurrent"), ttl,
                              lambda text: _note(self.log, text)):
-                result = run_process(argv, self.spec["path"], cand["timeout_s"],
+                result = run_process(argv, self.cwd, cand["timeout_s"],
                                      agents.agent_env(name))
             usage_text = Path(report).read_text(encoding="utf-8", errors="replace") or None
         finally:
@@ -136,6 +137,41 @@ def _reserve(conn: sqlite3.Connection, spec: dict[str, Any], provider: str,
                       f"left of {pool['allowance']:,} ({provider})")
 
 
+def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: ProviderAgent,
+                 brief: TaskBrief, log: Path) -> tuple[LoopResult, publish.Published | None]:
+    """The loop in a fresh worktree of the task's branch, then publishing a passed review.
+
+    The worktree goes away afterwards; the branch stays.
+    """
+    settings, path = spec["publish"], spec["path"]
+    started = state.now()
+    if settings["mode"] != "local":
+        git.git(path, "fetch", "--quiet", settings["remote"], check=False)
+    base, label = git.base_commit(path, spec["base_branch"], settings["remote"])
+    worktree = Path(spec["worktrees_dir"]) / f"{spec['project']}--{spec['slug']}--{os.getpid()}"
+    git.add_worktree(path, worktree, base)
+    agent.cwd = str(worktree)
+    try:
+        result = run_loop(agent, brief)
+        if result.status != "completed":
+            return result, None  # failed or abandoned work publishes nothing
+        meta = {"task-id": f"{spec['slug']}:{path}", "task-type": spec["slug"],
+                "task-title": spec["name"], "provider": agent.provider,
+                "cost-tier": spec["cost_label"], "branch": publish.branch_name(spec),
+                "base": label, "iterations": result.iterations,
+                "duration": f"{(state.now() - started).total_seconds():.0f}s",
+                "run-started": state.stamp(started),
+                "tokens": int(state.attempt_usage(conn, agent.attempt_id)["tokens"])}
+        try:
+            done = publish.publish(spec, conn, worktree, label, result, meta)
+        except (git.GitError, publish.PublishError) as exc:
+            return dataclasses.replace(result, status="failed", error=f"publish failed: {exc}"), None
+        _note(log, done.note)
+        return result, done
+    finally:
+        git.remove_worktree(path, worktree)
+
+
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
     interrupt_on_term()
@@ -153,9 +189,15 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
             str(log))
         brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
-        skipped = _reserve(conn, spec, agent.provider, attempt)
+        reason = publish.preflight(spec, conn)
+        skipped = (LoopResult("skipped", 0, error=reason) if reason
+                   else _reserve(conn, spec, agent.provider, attempt))
+        published = None
         try:
-            result = skipped or run_loop(agent, brief)
+            if skipped:
+                result = skipped
+            else:
+                result, published = _in_worktree(spec, conn, agent, brief, log)
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
@@ -164,11 +206,14 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             budget.release(conn, attempt)
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
-                                                          result.error, failure=result.failure))
+                                                          result.error,
+                                                          published.output_ref if published else None,
+                                                          result.failure))
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()
     return {"status": result.status, "provider": "→".join(agent.path),
             "iterations": result.iterations, "error": result.error, "log": str(log),
+            "published": published.note if published else "",
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
             "cost_usd": float(used["cost_usd"]), "provider_failure": result.failure == "provider"}

@@ -17,7 +17,7 @@ from typing import Any
 import doit
 
 from nightshift_tasks import execute, guard, state
-from nightshift_tasks.catalog import TaskDef, build_catalog
+from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import Config, ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.paths import nightshift_home
@@ -148,6 +148,12 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "sources": project.sources.get(task.slug, []),
         # Reserved from the planned provider's allowance before the task starts (none when
         # the budget is ignored).
+        "category": task.category,
+        "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
+        "publish": engine.config.section("publish"),
+        "base_branch": project.base_branch,
+        "worktrees_dir": str(nightshift_home() / "worktrees"),
+        "reports_dir": str(nightshift_home() / "reports"),
         "pool": None if project.allowance is None or task.slug not in project.estimates else {
             "provider": project.provider, "allowance": project.allowance,
             "estimate": project.estimates[task.slug]},

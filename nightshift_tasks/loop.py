@@ -39,6 +39,8 @@ class LoopResult:
     summary: str = ""
     error: str | None = None
     failure: str | None = None  # AgentFailure.kind of a failed task
+    plan: str = ""  # the plan's description, for the commit message
+    review: str = ""  # the last review's feedback, for the PR body
 
 
 def extract_json(text: str, wanted: tuple[str, ...]) -> dict[str, Any] | None:
@@ -112,7 +114,7 @@ def run_loop(agent: Agent, brief: prompts.TaskBrief) -> LoopResult:
             return LoopResult("failed", iteration, summary,
                               f"iteration {iteration} failed: {exc}", exc.kind)
         if passed:
-            return LoopResult("completed", iteration, summary)
+            return LoopResult("completed", iteration, summary, plan=plan, review=note)
         feedback.append(note)
     return LoopResult("abandoned", MAX_ITERATIONS, summary,
                       f"review rejected {MAX_ITERATIONS} attempts; last: {feedback[-1][:300]}")

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, state
+from nightshift_tasks import agents, budget, git, state
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
@@ -42,6 +42,7 @@ class ProjectPlan:
     tasks: list[str]
     skip_reason: str | None = None
     fallbacks: list[str] = field(default_factory=list)  # next providers in preference order
+    base_branch: str | None = None
     done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
     decisions: list[Decision] = field(default_factory=list)
     allowance: int | None = None  # the provider's allowance: the pool tasks reserve from
@@ -156,8 +157,9 @@ class Planner:
         cap = self.config.section("schedule")["max_projects"]
         plans, errors, planned = [], [], 0
         for ref in refs:
-            if ref.missing:
-                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{ref.missing}: {ref.path}"))
+            problem = ref.missing or git.unusable(ref.path)
+            if problem:
+                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}: {ref.path}"))
                 continue
             try:
                 data, notes = project_data(self.config, ref, slugs)
@@ -221,6 +223,7 @@ class Planner:
             by_slug = {t.slug: t for t in self.catalog}
             kw["estimates"] = {s: estimate(by_slug[s], learned)[0] for s in kw["tasks"] if s in by_slug}
         return ProjectPlan(ref.name, ref.path, notes=context_notes + found.notes,
+                           base_branch=ref.base_branch,
                            sources={k: v for k, v in texts.items() if v},
                            warnings=found.warnings + tuple(warnings), **kw)
 

@@ -21,6 +21,7 @@ class ProjectRef:
     tasks: list[str] | None
     missing: str | None = None  # why the project cannot be used, if it cannot
     config: str | None = None  # the project's own config file, if not <path>/nightshift.yaml
+    base_branch: str | None = None
 
 
 def _excluded(path: str, excludes: list[str]) -> bool:
@@ -87,7 +88,8 @@ def resolve_projects(entries: list[dict[str, Any]],
                 found.append((path, problem, entry))
     names = _names([p for p, _, _ in found])
     refs = [ProjectRef(name=name, path=path, priority=entry["priority"],
-                       tasks=entry.get("tasks"), missing=problem, config=entry.get("config"))
+                       tasks=entry.get("tasks"), missing=problem, config=entry.get("config"),
+                       base_branch=entry.get("base_branch"))
             for name, (path, problem, entry) in zip(names, found, strict=True)]
     order = {ref.path: i for i, ref in enumerate(refs)}
     epoch = datetime.min.replace(tzinfo=datetime.now().astimezone().tzinfo)

@@ -134,6 +134,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idx_reservations_run ON reservations(run_id, provider);
     """,
+    # 4: pull requests nightshift opened or updated, for the PR caps.
+    """
+    CREATE TABLE prs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_path TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        url TEXT NOT NULL,
+        action TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX idx_prs_at ON prs(at);
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")

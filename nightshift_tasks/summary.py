@@ -15,8 +15,10 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, graph, guard, state
+from nightshift_tasks import budget, git, graph, guard, state
 from nightshift_tasks.durations import format_duration
+from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.process import alive
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
@@ -54,6 +56,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         super().__init__(outstream, options)
         self.rows: dict[str, Row] = {}
         self.problems: list[str] = []
+        self.results: list[str] = []
         self.started = time.monotonic()
 
     def _row(self, project: str) -> Row:
@@ -65,6 +68,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
                                                 STALE_ASSIGNMENT)
         if cleared:
             self.write(f"nightshift: cleared {cleared} stale assignment(s)\n")
+        repos = [p.path for p in engine.plan.projects if not p.skip_reason]
+        for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
+            self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
         selected = set(selected_tasks)
         for plan in engine.plan.projects:
             if plan.name in selected or any(f"{plan.name}:{t}" in selected for t in plan.tasks):
@@ -97,6 +103,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
+        if values.get("published"):
+            row.reasons.append(f"{parsed[1]}: {values['published']}")
+            self.results.append(f"{task.name}: {values['published']}")
         if values.get("error"):
             row.reasons.append(f"{parsed[1]} {status}: {values['error']}")
             self.problems.append(f"{task.name}: {status}: {values['error']}")
@@ -111,8 +120,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def complete_run(self) -> None:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
-        if self.problems:
-            self.outstream.write("\nProblems:\n" + "".join(f"  {p}\n" for p in self.problems))
+        for title, lines in (("Results", self.results), ("Problems", self.problems)):
+            if lines:
+                self.outstream.write(f"\n{title}:\n" + "".join(f"  {line}\n" for line in lines))
         if interrupted:
             # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
             sys.exit(EXIT_INTERRUPTED)

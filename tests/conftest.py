@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DODO = ROOT / "dodo.py"
 
 # A stand-in for an agent CLI. It speaks the loop's format (a JSON object per phase) and
-# behaves according to marker files in the project directory:
+# behaves according to marker files in the project's own checkout (it runs in a worktree;
+# the prompt names the project and its path):
 #   .agent-fail-<slug>   exit 3 with a message on stderr
 #   .agent-reject        every review says "passed": false
 #   .agent-hang          start a grandchild `sleep`, record its pid, and wait forever
+#   .agent-edit          the implement phase appends a line to edited-by-agent.txt
 FAKE_AGENT = r"""#!/bin/sh
 start=$(date +%s.%N)
 case "$1" in
@@ -30,8 +32,13 @@ case "$1" in
   *) phase=review ;;
 esac
 task=$(printf '%s\n' "$1" | sed -n 's/^Task: .* \[\(.*\)\]$/\1/p')
-if [ -f ".agent-fail-$task" ]; then echo "fake agent: $task is broken today" >&2; exit 3; fi
-if [ -f .agent-hang ]; then
+name=$(printf '%s\n' "$1" | sed -n 's/^Project: \([^ ]*\) (.*)$/\1/p')
+proj=$(printf '%s\n' "$1" | sed -n 's/^Project: [^ ]* (\(.*\))$/\1/p')
+if [ -f "$proj/.agent-fail-$task" ]; then echo "fake agent: $task is broken today" >&2; exit 3; fi
+if [ "$phase" = implement ] && [ -f "$proj/.agent-edit" ]; then
+  echo "edit by $task" >> "edited-by-agent.txt"
+fi
+if [ -f "$proj/.agent-hang" ]; then
   sleep 1000 &
   echo $! > "$RECORD.grandchild"
   echo $$ > "$RECORD.child"
@@ -40,12 +47,12 @@ fi
 printf '%s' "$1" > "$RECORD.prompt.$task.$phase"
 sleep "${AGENT_SLEEP:-0.2}"
 end=$(date +%s.%N)
-echo "$start $end $(pwd) $task $phase $(cat /proc/self/stat | cut -d' ' -f6)" >> "$RECORD"
+echo "$start $end $name $task $phase $(cat /proc/self/stat | cut -d' ' -f6) $(pwd)" >> "$RECORD"
 case $phase in
   plan) echo 'Plan follows. {"description": "tidy one thing", "steps": ["edit"], "files": []}' ;;
   implement) echo '{"summary": "edited one file", "files_modified": ["x.py"]}' ;;
   review)
-    if [ -f .agent-reject ]; then echo '{"passed": false, "feedback": "not good enough"}';
+    if [ -f "$proj/.agent-reject" ]; then echo '{"passed": false, "feedback": "not good enough"}';
     else echo 'Reviewed. {"passed": true, "feedback": "fine", "issues": []}'; fi ;;
 esac
 """
@@ -59,6 +66,7 @@ class Call:
     task: str
     phase: str
     session: int
+    cwd: Path
 
 
 @dataclass
@@ -122,8 +130,8 @@ class Env:
             return []
         out = []
         for line in self.record.read_text().splitlines():
-            start, end, cwd, task, phase, session = line.split()
-            out.append(Call(float(start), float(end), Path(cwd).name, task, phase, int(session)))
+            start, end, name, task, phase, session, cwd = line.split()
+            out.append(Call(float(start), float(end), name, task, phase, int(session), Path(cwd)))
         return sorted(out, key=lambda c: c.start)
 
 

@@ -138,7 +138,7 @@ def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[
         f'config error: {env.config}: budget.mode: "hourly" is not allowed; allowed: "daily", '
         '"weekly"',
         f"config error: {env.config}: extra: unknown key; allowed keys: budget, integrations, "
-        "logging, projects, providers, reporting, schedule, tasks"]
+        "logging, projects, providers, publish, reporting, schedule, tasks"]
     assert not env.home.exists()
     assert not env.record.exists()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +31,9 @@ tasks:
 
 def test_plan_follows_the_rules_across_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "repo").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path / "repo", check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q",
+                    "--allow-empty", "-m", "init"], cwd=tmp_path / "repo", check=True)
     (tmp_path / "c.yaml").write_text(CONFIG)
     config = load_config(tmp_path / "c.yaml", builtin_slugs(), {})
     catalog = build_catalog(config.section("tasks")["custom"])

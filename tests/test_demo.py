@@ -13,8 +13,11 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
     lines = result.stdout.splitlines()
     total = next(line for line in lines if line.startswith("TOTAL"))
     assert total.split()[1:5] == ["12", "0", "0", "0"]
-    report = env.home / "demo/repos/billing-api/.nightshift/reports/tech-debt-classify.md"
+    reports = env.home / "demo/home/reports"
+    (report,) = (reports / "billing-api").glob("tech-debt-classify-*.md")
     assert report.read_text().splitlines()[2] == "2 marker(s) found."
     assert "| FIXME | db.py | 1 | connection is never closed |" in report.read_text()
-    topology = env.home / "demo/repos/web-frontend/.nightshift/reports/repo-topology.md"
+    (topology,) = (reports / "web-frontend").glob("repo-topology-*.md")
     assert "- src/big.js: 260 lines" in topology.read_text()
+    # The sample repositories themselves are untouched: reports live in NIGHTSHIFT_HOME.
+    assert not (env.home / "demo/repos/billing-api/.nightshift").exists()

@@ -1,0 +1,215 @@
+"""Worktrees and publishing with real git: a bare repository in a temp dir is `origin` and
+pushes really happen; PR operations go through the `gh` stand-in in tests/fake_gh.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, summary_rows
+
+FAKE_GH = Path(__file__).with_name("fake_gh.py")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                          cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@dataclass
+class World:
+    env: Env
+    origin: Path
+    repo: Path
+    bin: Path
+    gh_state: Path
+
+    def run(self, *args: str, gh_user: str = "alice") -> subprocess.CompletedProcess[str]:
+        return self.env.doit("run", *args, PATH=f"{self.bin}:{os.environ['PATH']}",
+                             GH_STATE=str(self.gh_state), GH_USER=gh_user)
+
+    def prs(self) -> list[dict[str, object]]:
+        return json.loads(self.gh_state.read_text()) if self.gh_state.exists() else []
+
+    def config(self, **publish: object) -> None:
+        self.env.write_config({"projects": [{"path": str(self.repo)}],
+                               "tasks": {"enabled": ["lint-fix"]}, "publish": publish})
+
+
+@pytest.fixture
+def world(env: Env) -> World:
+    origin = env.tmp / "remotes" / "alice" / "alpha.git"
+    origin.mkdir(parents=True)
+    git(origin, "init", "-q", "--bare", "-b", "main")
+    seed = env.tmp / "seed"
+    git(env.tmp, "clone", "-q", str(origin), str(seed))
+    (seed / "README.md").write_text("# alpha\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "init")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    repo = env.tmp / "repos" / "alpha"
+    git(env.tmp, "clone", "-q", str(origin), str(repo))
+    bin_dir = env.tmp / "bin"
+    bin_dir.mkdir()
+    shutil.copy(FAKE_GH, bin_dir / "gh")
+    (bin_dir / "gh").chmod(0o755)
+    (repo / ".agent-edit").write_text("")  # untracked: the agent edits files in its worktree
+    found = World(env, origin, repo, bin_dir, env.tmp / "gh-state.json")
+    found.config()
+    return found
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """Everything a user could notice: status, HEAD, stash, index bytes, every file's bytes."""
+    files = {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(repo.rglob("*")) if p.is_file() and ".git" not in p.parts}
+    return {"status": git(repo, "status", "--porcelain=v2", "--branch", "-uall"),
+            "head": git(repo, "rev-parse", "HEAD"), "stash": git(repo, "stash", "list"),
+            "index": hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest(),
+            "files": json.dumps(files)}
+
+
+def test_a_dirty_user_checkout_is_untouched_and_the_branch_gets_the_commit(world: World) -> None:
+    repo = world.repo
+    git(repo, "checkout", "-q", "-b", "feature")
+    (repo / "README.md").write_text("# alpha, edited by the user\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "scratch.txt").write_text("untracked\n")
+    before = snapshot(repo)
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert snapshot(repo) == before
+    log = git(repo, "log", "-1", "--format=%B", "nightshift/lint-fix")
+    assert "Nightshift-Task: lint-fix" in log and "Nightshift-Run: " in log
+    assert git(repo, "show", "nightshift/lint-fix:edited-by-agent.txt") == "edit by lint-fix"
+    # Branched from origin's default branch, not from the user's feature branch.
+    assert git(repo, "rev-parse", "nightshift/lint-fix~1") == git(repo, "rev-parse", "origin/main")
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert summary_rows(result.stdout)["alpha"][:2] == ["command", "1"]
+    assert "alpha:lint-fix: committed " in result.stdout
+
+
+def test_three_runs_leave_one_branch_and_one_updated_pr(world: World) -> None:
+    world.config(mode="pr")
+    for night in range(3):
+        result = world.run("-a")  # -a: the same day stands in for the next night
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "PR created" in result.stdout if night == 0 else "PR updated" in result.stdout
+    (pr,) = world.prs()
+    assert (pr["state"], pr["headRefName"], pr["baseRefName"]) == ("OPEN", "nightshift/lint-fix", "main")
+    assert "<!-- nightshift:metadata" in str(pr["body"]) and "task-type: lint-fix" in str(pr["body"])
+    assert "**Measured usage:** 0 tokens" in str(pr["body"])
+    heads = git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/")
+    assert heads.splitlines() == ["refs/heads/main", "refs/heads/nightshift/lint-fix"]
+    # One commit on top of main: each night replaced the last one.
+    assert git(world.origin, "rev-list", "--count", "main..nightshift/lint-fix") == "1"
+
+
+def test_a_closed_pr_starts_over_with_a_new_one(world: World) -> None:
+    world.config(mode="pr")
+    assert world.run().returncode == 0
+    prs = world.prs()
+    prs[0]["state"] = "MERGED"
+    world.gh_state.write_text(json.dumps(prs))
+    assert world.run("-a").returncode == 0
+    assert [p["state"] for p in world.prs()] == ["MERGED", "OPEN"]
+
+
+def test_failed_review_publishes_nothing(world: World) -> None:
+    world.config(mode="pr")
+    (world.repo / ".agent-reject").write_text("")
+    result = world.run()
+    assert result.returncode == 1
+    assert world.prs() == []
+    assert git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/") == "refs/heads/main"
+    assert git(world.repo, "branch", "--list", "nightshift/*") == ""
+
+
+def test_no_diff_means_no_commit(world: World) -> None:
+    (world.repo / ".agent-edit").unlink()
+    result = world.run()
+    assert result.returncode == 0
+    assert "lint-fix: no changes" in result.stdout
+    assert git(world.repo, "branch", "--list", "nightshift/*") == ""
+
+
+def test_open_pr_cap(world: World) -> None:
+    world.config(mode="pr", max_open_prs_per_project=2)
+    world.gh_state.write_text(json.dumps([
+        {"number": n, "url": f"u{n}", "state": "OPEN", "headRefName": f"nightshift/other-{n}",
+         "baseRefName": "main", "title": "t", "body": ""} for n in (1, 2)]))
+    result = world.run()
+    assert result.returncode == 0
+    assert "alpha:lint-fix: skipped: publish.max_open_prs_per_project (2) reached: 2 open nightshift " \
+        "PR(s)" in result.stdout
+    assert not world.env.record.exists()  # no token was spent
+
+
+def test_prs_per_hour_cap_is_fleet_wide(world: World) -> None:
+    second = world.env.tmp / "repos" / "beta"
+    other = world.env.tmp / "remotes" / "alice" / "beta.git"
+    git(world.env.tmp, "clone", "-q", "--bare", str(world.origin), str(other))
+    git(world.env.tmp, "clone", "-q", str(other), str(second))
+    (second / ".agent-edit").write_text("")
+    world.env.write_config({"projects": [{"path": str(world.repo)}, {"path": str(second)}],
+                            "tasks": {"enabled": ["lint-fix"]},
+                            "publish": {"mode": "pr", "max_prs_per_hour": 1}})
+    result = world.run("-n", "1")
+    results = result.stdout.split("\nResults:\n")[1].split("\n\n")[0].splitlines()
+    assert len(results) == 1 and "; PR created: https://github.com/alice/" in results[0]
+    assert "publish.max_prs_per_hour (1) reached: 1 opened" in result.stdout
+
+
+def test_an_unowned_remote_is_refused_unless_allowed(world: World) -> None:
+    world.config(mode="push")
+    refused = world.run(gh_user="mallory")
+    assert ("alpha:lint-fix: skipped: publish: refusing to push to origin owned by alice; allowed: "
+            "mallory. Add the owner to publish.allowed_owners, or use publish.mode: local") in refused.stdout
+    assert not world.env.record.exists()
+    world.config(mode="push", allowed_owners=["alice"])
+    allowed = world.run("-a", gh_user="mallory")
+    assert allowed.returncode == 0, allowed.stdout
+    assert git(world.origin, "rev-list", "--count", "main..nightshift/lint-fix") == "1"
+
+
+def test_analysis_tasks_leave_a_report_and_no_commit(world: World) -> None:
+    world.env.write_config({"projects": [{"path": str(world.repo)}],
+                            "tasks": {"enabled": ["dead-code"]}, "publish": {"mode": "pr"}})
+    result = world.run()
+    assert result.returncode == 0, result.stdout
+    (report,) = (world.env.home / "reports" / "alpha").glob("dead-code-*.md")
+    assert report.read_text().startswith("# Dead Code Detector: alpha\n\nedited one file")
+    assert f"alpha:dead-code: report: {report}" in result.stdout
+    assert world.prs() == [] and git(world.repo, "branch", "--list", "nightshift/*") == ""
+
+
+def test_crash_leftovers_are_pruned(world: World) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = world.env.home / "worktrees" / f"alpha--lint-fix--{dead.pid}"
+    git(world.repo, "worktree", "add", "-q", "--detach", str(leftover), "HEAD")
+    result = world.run()
+    assert result.returncode == 0
+    assert f"removed worktree left by a crashed run: {leftover}" in result.stdout
+    assert not leftover.exists()
+    assert str(leftover) not in git(world.repo, "worktree", "list")
+
+
+def test_not_a_repository_or_no_commits_is_skipped(env: Env) -> None:
+    plain = env.tmp / "plain"
+    plain.mkdir()
+    empty = env.tmp / "empty"
+    empty.mkdir()
+    git(empty, "init", "-q")
+    env.write_config({"projects": [{"path": str(plain)}, {"path": str(empty)}]})
+    listed = env.doit("list").stdout
+    assert f"plain   skipped: not a git repository: {plain}" in listed
+    assert f"empty   skipped: git repository has no commits: {empty}" in listed
