@@ -19,7 +19,14 @@ from typing import Any
 
 from nightshift_tasks import agents, budget, git, leases, publish, state
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
-from nightshift_tasks.process import ProcResult, append_log, interrupt_on_term, run_process, tail
+from nightshift_tasks.process import (
+    ProcResult,
+    append_log,
+    die_with_parent,
+    interrupt_on_term,
+    run_process,
+    tail,
+)
 from nightshift_tasks.prompts import TaskBrief
 
 LEASE_GRACE_SECONDS = 60.0
@@ -97,8 +104,9 @@ class ProviderAgent:
             ttl = cand["timeout_s"] + LEASE_GRACE_SECONDS
             with leases.slot(self.conn, name, settings.get("max_concurrent"), ttl,
                              lambda text: _note(self.log, text)):
-                result = run_process(argv, self.cwd, cand["timeout_s"],
-                                     agents.agent_env(name))
+                result = run_process(argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
+                                     started=lambda pgid: state.set_agent_pgid(
+                                         self.conn, self.attempt_id, pgid))
             usage_text = Path(report).read_text(encoding="utf-8", errors="replace") or None
         finally:
             os.unlink(report)
@@ -175,6 +183,7 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
     interrupt_on_term()
+    die_with_parent()
     started = time.monotonic()
     day = date.today().isoformat()
     log = Path(spec["log_dir"]) / day / f"{spec['project']}--{spec['slug']}--{spec['run_id']}.log"

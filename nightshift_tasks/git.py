@@ -3,6 +3,7 @@ push. The user's own checkout is never touched: no checkout, reset, stash or ind
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 GIT_TIMEOUT = 300
+CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
 FALLBACK_IDENTITY = ["-c", "user.name=nightshift", "-c", "user.email=nightshift@localhost"]
 OWNER = re.compile(r"^(?:[a-z+]+://)?(?:[^@/]+@)?[^:/]+[:/]+([^/]+)/[^/]+?(?:\.git)?/?$")
@@ -63,10 +65,18 @@ def add_worktree(path: str, worktree: Path, start: str) -> None:
     git(path, "worktree", "add", "--force", "--detach", str(worktree), start)
 
 
+def _quietly(cwd: str, *args: str) -> None:
+    """A cleanup command whose output nobody needs: no pipes to wait on (a background
+    process git left behind may hold them), and a bounded wait."""
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=CLEANUP_TIMEOUT, check=False)
+
+
 def remove_worktree(path: str, worktree: Path) -> None:
-    git(path, "worktree", "remove", "--force", str(worktree), check=False)
+    _quietly(path, "worktree", "remove", "--force", str(worktree))
     shutil.rmtree(worktree, ignore_errors=True)
-    git(path, "worktree", "prune", check=False)
+    _quietly(path, "worktree", "prune")
 
 
 def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:
@@ -80,7 +90,7 @@ def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bo
             removed.append(entry)
     if removed:
         for repo in repos:
-            git(repo, "worktree", "prune", check=False)
+            _quietly(repo, "worktree", "prune")
     return removed
 
 

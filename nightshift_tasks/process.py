@@ -4,18 +4,21 @@ timeout, and a TERM -> KILL teardown of the whole group so no grandchild survive
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import multiprocessing
 import os
 import select
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 GRACE_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -47,36 +50,63 @@ class ProcResult:
 
 
 def alive(pid: int, group: bool = False) -> bool:
-    """Whether a process (or any process of a group) still exists; signal 0 only checks."""
+    """Whether a process (or any process of a group) still runs. Zombies do not count: an
+    orphaned grandchild stays one until whoever adopted it reaps it."""
     try:
         (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir() if group else [proc / str(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and (not group or int(fields[2]) == pid):
+                return True
+    return False
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
-    """TERM the child's process group, then KILL whatever is still there after `grace`.
+def stop_pgid(pgid: int, grace: float = GRACE_SECONDS,
+              reap: Callable[[], object] | None = None) -> None:
+    """TERM a process group, then KILL whatever is still there after `grace` seconds.
 
-    The child leads its own group (start_new_session), so its pid is the group id. It is
-    reaped while we wait, or its zombie would keep the group looking alive.
+    `reap` collects our own child's exit while we wait, or its zombie would keep the group
+    looking alive.
     """
-    pgid = proc.pid
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        proc.poll()
+        if reap:
+            reap()
         if not alive(pgid, group=True):
             return
         time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS) -> None:
+    """Stop our child's whole group (it leads its own session, so its pid is the group id)."""
+    stop_pgid(proc.pid, grace, proc.poll)
     proc.wait()
+
+
+def die_with_parent() -> None:
+    """In a doit worker on Linux: have the kernel send us SIGTERM when doit's main process
+    dies, so a `kill -9` of it still stops the workers and, through them, the agents."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return  # serial mode: this is doit's main process
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent.pid:  # it was already gone
+        raise KeyboardInterrupt("doit's main process is gone")
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -103,7 +133,8 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str],
-                grace: float = GRACE_SECONDS) -> ProcResult:
+                grace: float = GRACE_SECONDS,
+                started: Callable[[int | None], None] | None = None) -> ProcResult:
     """Run argv without a shell and return what it printed.
 
     Output goes to temporary files, not pipes, so a grandchild holding a pipe open can
@@ -117,6 +148,8 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
         except OSError as exc:
             return ProcResult(-1, "", "", time.monotonic() - start,
                               error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+        if started:
+            started(proc.pid)
         try:
             timed_out = not _wait(proc, timeout)
         except BaseException:
@@ -125,6 +158,8 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
             raise
         # Whatever the agent left behind in its group goes too, timeout or not.
         stop_group(proc, grace)
+        if started:
+            started(None)
         out.seek(0)
         err.seek(0)
         return ProcResult(proc.returncode if not timed_out else -1,

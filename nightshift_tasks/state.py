@@ -146,6 +146,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idx_prs_at ON prs(at);
     """,
+    # 5: the process group of the agent a task is running, for recovery after a crash.
+    """
+    ALTER TABLE attempts ADD COLUMN agent_pgid INTEGER;
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
@@ -316,6 +320,11 @@ class Outcome:
     error: str | None = None
     output_ref: str | None = None
     failure: str | None = None  # "provider" when only provider trouble (429, quota) failed it
+
+
+def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int | None) -> None:
+    with write(conn):
+        conn.execute("UPDATE attempts SET agent_pgid = ? WHERE id = ?", (pgid, attempt_id))
 
 
 def set_chain_provider(conn: sqlite3.Connection, chain_id: int, provider: str) -> None:

@@ -15,14 +15,16 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, graph, guard, state
+from nightshift_tasks import budget, git, graph, guard, runlock, state
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
+from nightshift_tasks.recovery import recover_orphans
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_LOCKED = 0  # another run is working: nothing went wrong, so cron stays quiet
 COUNTED = ("completed", "failed", "abandoned", "skipped")
 REASON_WIDTH = 70
 
@@ -57,15 +59,26 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.rows: dict[str, Row] = {}
         self.problems: list[str] = []
         self.results: list[str] = []
+        self.locked_out = False
         self.started = time.monotonic()
 
     def _row(self, project: str) -> Row:
         return self.rows.setdefault(project, Row(project))
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        """The start of a `doit run` (never of `list`): take the run lock, then clean up
+        after any crashed run before the first task is dispatched."""
         engine = graph.load_engine()
-        cleared = state.clear_stale_assignments(guard.connection(str(engine.db_path)),
-                                                STALE_ASSIGNMENT)
+        held_by = runlock.acquire(nightshift_home() / "run.lock")
+        if held_by:
+            self.locked_out = True
+            self.write(f"nightshift: another run ({held_by.strip()}) holds the lock; "
+                       "nothing to do\n")
+            sys.exit(EXIT_LOCKED)
+        conn = guard.connection(str(engine.db_path))
+        for note in recover_orphans(conn):
+            self.write(f"nightshift: {note}\n")
+        cleared = state.clear_stale_assignments(conn, STALE_ASSIGNMENT)
         if cleared:
             self.write(f"nightshift: cleared {cleared} stale assignment(s)\n")
         repos = [p.path for p in engine.plan.projects if not p.skip_reason]
@@ -118,6 +131,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.problems.append(f"{task.name}: failed: {message}")
 
     def complete_run(self) -> None:
+        if self.locked_out:
+            return
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         for title, lines in (("Results", self.results), ("Problems", self.problems)):

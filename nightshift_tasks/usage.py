@@ -48,9 +48,9 @@ def local_day(timestamp: str) -> str | None:
     """ISO timestamp (UTC `Z` or with offset) -> the machine's local date."""
     try:
         moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+        return moment.astimezone().date().isoformat() if moment.tzinfo else moment.date().isoformat()
+    except (ValueError, OverflowError):
         return None
-    return moment.astimezone().date().isoformat() if moment.tzinfo else moment.date().isoformat()
 
 
 # ---- the per-file incremental scan ---------------------------------------------------------
@@ -113,6 +113,8 @@ def _scan_all(conn: sqlite3.Connection, files: list[Path], parse: Parse,
 
 
 def _claude_lines(lines: list[bytes], summary: dict[str, Any]) -> None:
+    """Claude Code writes one line per content block, each repeating its message's usage:
+    count a message once (its lines are consecutive, so the last id seen is enough)."""
     days: dict[str, int] = summary["days"]
     bad = 0
     for line in lines:
@@ -120,16 +122,21 @@ def _claude_lines(lines: list[bytes], summary: dict[str, Any]) -> None:
             continue
         try:
             event = json.loads(line)
-            usage = event["message"]["usage"]
+            message = event["message"]
+            usage = message["usage"]
             day = local_day(event["timestamp"])
             tokens = (int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
                       + int(usage.get("cache_creation_input_tokens", 0)))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             bad += 1
             continue
         if day is None or event.get("type") != "assistant":
             bad += day is None
             continue
+        key = f"{message.get('id')}:{event.get('requestId')}"
+        if message.get("id") and key == summary.get("last"):
+            continue
+        summary["last"] = key
         days[day] = days.get(day, 0) + tokens
     summary["bad"] += bad
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from datetime import datetime
@@ -13,10 +14,14 @@ from nightshift_tasks.usage import codex_billable, local_day, read_claude, read_
 AT = datetime(2026, 11, 28, 3, 0).astimezone()
 
 
+IDS = itertools.count(1)
+
+
 def claude_line(ts: str, inp: int, out: int, cache_write: int = 0, cache_read: int = 0) -> str:
+    """An assistant line as Claude Code 2.1 writes it, with a message id of its own."""
     return json.dumps({
         "parentUuid": "p", "isSidechain": False, "type": "assistant", "uuid": "u", "timestamp": ts,
-        "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-opus-4-8",
+        "message": {"id": f"msg_{next(IDS)}", "type": "message", "role": "assistant", "model": "claude-opus-4-8",
                     "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
                     "usage": {"input_tokens": inp, "cache_creation_input_tokens": cache_write,
                               "cache_read_input_tokens": cache_read, "output_tokens": out,
@@ -142,3 +147,17 @@ def test_ledger_reader_for_command_and_copilot(tmp_path: Path) -> None:
 def test_local_day() -> None:
     assert local_day("not a time") is None
     assert local_day(local_iso("2026-11-28", 23)) == "2026-11-28"
+
+
+def test_one_message_split_over_lines_counts_once(tmp_path: Path) -> None:
+    """Claude Code writes a line per content block, each with the message's usage."""
+    conn = state.connect(tmp_path / "s.db")
+    session = tmp_path / "projects" / "-w" / "s1.jsonl"
+    session.parent.mkdir(parents=True)
+    first = claude_line(local_iso("2026-11-28", 1), 100, 10)
+    second = claude_line(local_iso("2026-11-28", 2), 7, 3)
+    odd = claude_line("0001-01-01T00:30:00.000Z", 5, 5)
+    session.write_text(first + first + second + odd)
+    reading = read_claude(conn, tmp_path)  # year 1 overflows west of UTC: a bad line, no crash
+    assert reading.by_day["2026-11-28"] == 120
+    assert reading.skipped_lines + len(reading.by_day) == 2

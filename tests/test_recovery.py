@@ -1,0 +1,129 @@
+"""One run at a time, and crash safety with real processes: `kill -9` of doit's main
+process at random points, then reruns, leave no orphan agent, no lost completed task and
+no task completed twice."""
+
+from __future__ import annotations
+
+import fcntl
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nightshift_tasks import state
+from nightshift_tasks.recovery import recover_orphans
+from tests.conftest import DODO, Env
+
+
+def running(env: Env) -> bool:
+    """Whether the ledger shows a task running (polled: the signal that a run is working)."""
+    try:
+        conn = sqlite3.connect(env.home / "state.db")
+        try:
+            return conn.execute("SELECT COUNT(*) FROM attempts WHERE status = 'running'").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return False
+
+
+def start_run(env: Env, *args: str, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
+                             f"config={env.config}"], cwd=env.tmp, env=env.environ(**extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition: object, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def lock_free(env: Env) -> bool:
+    with (env.home / "run.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
+def agents_alive(env: Env) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        if str(env.agent).encode() in cmdline and stat.split(")")[1].split()[0] != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_two_overlapping_runs_one_does_the_work(env: Env) -> None:
+    env.projects(["alpha", "beta"])
+    first = start_run(env, "-n", "2", AGENT_SLEEP="1")
+    assert wait_until(lambda: running(env))
+    second = env.doit("run", "-n", "2")
+    assert second.returncode == 0
+    assert second.stdout.startswith("nightshift: another run (pid ")
+    assert "holds the lock; nothing to do" in second.stdout
+    assert "project" not in second.stdout  # no summary: it did nothing
+    listed = env.doit("list")
+    assert listed.returncode == 0 and "alpha" in listed.stdout
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+    assert len(env.calls()) == 6  # each project's task ran once, by the first run
+
+
+def test_random_kill_9_then_reruns_lose_nothing_and_repeat_nothing(env: Env) -> None:
+    env.projects(["alpha", "beta", "gamma"], schedule={"max_tasks": 2})
+    rng = random.Random(7)
+    for _ in range(3):
+        run = start_run(env, "-n", "2", AGENT_SLEEP="0.3")
+        wait_until(lambda: running(env))
+        time.sleep(rng.uniform(0, 1.2))  # a random kill point, not a synchronisation
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        # Workers die with their parent, take their agents down and release the run lock.
+        assert wait_until(lambda: lock_free(env)), "workers outlived their parent"
+        assert not agents_alive(env)
+    final = env.doit("run", "-n", "2")
+    assert final.returncode == 0, final.stdout + final.stderr
+    conn = sqlite3.connect(env.home / "state.db")
+    rows = conn.execute("SELECT project_path, task, status, id FROM attempts ORDER BY id").fetchall()
+    assert not [r for r in rows if r[2] == "running"]
+    completed: dict[tuple[str, str], int] = {}
+    for path, task, status, attempt in rows:
+        key = (path, task)
+        assert key not in completed, f"{key} ran again after completing"
+        if status == "completed":
+            completed[key] = attempt
+    assert len(completed) == 6
+    rerun = env.doit("run").stdout.splitlines()
+    assert sum(line.startswith("-- ") for line in rerun) == 6  # all done today: nothing runs
+    assert not agents_alive(env)
+
+
+def test_recover_orphans_stops_a_surviving_agent_group(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    chain = state.open_chain(conn, "/p", "2026-11-28", ["lint-fix"], "command", "r")
+    attempt = state.start_attempt(conn, chain, "r", "/p", "lint-fix", "command", 1, "log")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    agent = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    conn.execute("UPDATE attempts SET pid = ?, agent_pgid = ? WHERE id = ?", (dead.pid, agent.pid,
+                                                                               attempt))
+    assert recover_orphans(conn) == ["/p:lint-fix was left running by a crashed run; marked "
+                                     "interrupted, it runs again"]
+    assert agent.wait(timeout=10) == -signal.SIGTERM
+    assert conn.execute("SELECT status FROM attempts").fetchone()[0] == "interrupted"
+    assert recover_orphans(conn) == []
