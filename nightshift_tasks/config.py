@@ -22,6 +22,7 @@ import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
 from nightshift_tasks.paths import find_config, schema_dir
+from nightshift_tasks.window import valid_zone
 
 ENV_PREFIX = "NIGHTSHIFT_"
 # Names the original tool also honoured, beside the automatic NIGHTSHIFT_<SECTION>_<KEY>.
@@ -283,6 +284,10 @@ def semantic_errors(data: dict[str, Any], source: str, known_slugs: list[str]) -
     if _get(data, "schedule", "cron") and _get(data, "schedule", "interval"):
         lines.append(f"config error: {source}: schedule: cron and interval are both set; "
                      "set only one of them")
+    timezone = _get(data, "schedule", "window", "timezone")
+    if isinstance(timezone, str) and timezone and not valid_zone(timezone):
+        lines.append(f"config error: {source}: schedule.window.timezone: {timezone!r} is not a known "
+                     "time zone; use an IANA name such as Europe/Berlin or America/Denver")
     if _get(data, "providers", "command", "enabled") is True and _get(
             data, "providers", "command", "argv") is None:
         lines.append(f"config error: {source}: providers.command.argv: missing; an enabled "

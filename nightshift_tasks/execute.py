@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state
+from nightshift_tasks import agents, budget, git, leases, publish, state, window
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -198,7 +198,9 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
             str(log))
         brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
-        reason = publish.preflight(spec, conn)
+        span = spec["window"]
+        reason = (f"the time window {window.describe(span)} closed before this task could start"
+                  if span and not window.is_open(span, state.now()) else publish.preflight(spec, conn))
         skipped = (LoopResult("skipped", 0, error=reason) if reason
                    else _reserve(conn, spec, agent.provider, attempt))
         published = None
@@ -221,7 +223,9 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()
-    return {"status": result.status, "provider": "→".join(agent.path),
+    overran = bool(spec["window"]) and result.status != "skipped" and not window.is_open(
+        spec["window"], state.now())
+    return {"status": result.status, "provider": "→".join(agent.path), "overran": overran,
             "iterations": result.iterations, "error": result.error, "log": str(log),
             "published": published.note if published else "",
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),

@@ -84,8 +84,11 @@ def _flag(name: str) -> bool:
 def run_options(catalog: list[TaskDef]) -> Options:
     """The command-line variables task=<slug>, random_task=1 and ignore_budget=1."""
     force = doit.get_var("task")
+    span = doit.get_var("window")
+    if span not in (None, "ignore"):
+        raise ConfigError([f"argument error: window={span}: the only value is window=ignore"])
     options = Options(force_task=force, random_task=_flag("random_task"),
-                      ignore_budget=_flag("ignore_budget"))
+                      ignore_budget=_flag("ignore_budget"), ignore_window=span == "ignore")
     slugs = [t.slug for t in catalog]
     if force is not None and force not in slugs:
         close = difflib.get_close_matches(force, slugs, n=1)
@@ -154,6 +157,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "base_branch": project.base_branch,
         "worktrees_dir": str(nightshift_home() / "worktrees"),
         "reports_dir": str(nightshift_home() / "reports"),
+        "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
         "pool": None if project.allowance is None or task.slug not in project.estimates else {
             "provider": project.provider, "allowance": project.allowance,
             "estimate": project.estimates[task.slug]},

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, state
+from nightshift_tasks import agents, budget, git, state, window
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
@@ -32,6 +32,7 @@ class Options:
     force_task: str | None = None
     random_task: bool = False
     ignore_budget: bool = False
+    ignore_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,12 @@ class Planner:
         slugs = [t.slug for t in self.catalog]
         cap = self.config.section("schedule")["max_projects"]
         plans, errors, planned = [], [], 0
+        closed = self.window_closed()
         for ref in refs:
-            problem = ref.missing or git.unusable(ref.path)
+            problem = ref.missing or closed or git.unusable(ref.path)
             if problem:
-                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}: {ref.path}"))
+                where = "" if problem == closed else f": {ref.path}"
+                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}{where}"))
                 continue
             try:
                 data, notes = project_data(self.config, ref, slugs)
@@ -172,6 +175,15 @@ class Planner:
         if errors:
             raise ConfigError(errors)
         return Plan(plans, self.allowances)
+
+    def window_closed(self) -> str | None:
+        """Outside schedule.window nothing is planned (window=ignore overrides)."""
+        span = self.config.section("schedule").get("window")
+        if not span or self.options.ignore_window or window.is_open(span, self.at):
+            return None
+        opens = window.next_open(span, self.at)
+        return (f"outside the time window {window.describe(span)}; it opens "
+                f"{opens:%Y-%m-%d %H:%M %Z}")
 
     def plan_project(self, ref: ProjectRef, data: dict[str, Any], notes: list[str],
                      over_cap: bool) -> ProjectPlan:

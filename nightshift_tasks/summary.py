@@ -116,6 +116,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
+        if values.get("overran"):
+            row.reasons.append(f"{parsed[1]} ran past the end of the time window")
         if values.get("published"):
             row.reasons.append(f"{parsed[1]}: {values['published']}")
             self.results.append(f"{task.name}: {values['published']}")

@@ -21,7 +21,8 @@ def claude_line(ts: str, inp: int, out: int, cache_write: int = 0, cache_read: i
     """An assistant line as Claude Code 2.1 writes it, with a message id of its own."""
     return json.dumps({
         "parentUuid": "p", "isSidechain": False, "type": "assistant", "uuid": "u", "timestamp": ts,
-        "message": {"id": f"msg_{next(IDS)}", "type": "message", "role": "assistant", "model": "claude-opus-4-8",
+        "message": {"id": f"msg_{next(IDS)}", "type": "message", "role": "assistant",
+                    "model": "claude-opus-4-8",
                     "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
                     "usage": {"input_tokens": inp, "cache_creation_input_tokens": cache_write,
                               "cache_read_input_tokens": cache_read, "output_tokens": out,

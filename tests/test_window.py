@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from nightshift_tasks.window import is_open, next_open
+from tests.conftest import Env
+
+UTC = UTC
+OVERNIGHT = {"start": "22:00", "end": "06:00", "timezone": "Europe/Berlin"}
+
+
+@pytest.mark.parametrize(("utc", "expected"), [
+    ("2026-11-28T20:59", False), ("2026-11-28T21:00", True), ("2026-11-29T04:59", True),
+    ("2026-11-29T05:00", False)])
+def test_overnight_window_in_its_own_zone(utc: str, expected: bool) -> None:
+    at = datetime.fromisoformat(utc).replace(tzinfo=UTC)  # Berlin is UTC+1 in November
+    assert is_open(OVERNIGHT, at) is expected
+
+
+def test_same_day_window_and_empty_window() -> None:
+    day = {"start": "01:00", "end": "05:00", "timezone": "UTC"}
+    assert is_open(day, datetime(2026, 11, 28, 1, 0, tzinfo=UTC))
+    assert not is_open(day, datetime(2026, 11, 28, 5, 0, tzinfo=UTC))
+    assert not is_open({"start": "03:00", "end": "03:00", "timezone": "UTC"},
+                       datetime(2026, 11, 28, 3, 0, tzinfo=UTC))
+
+
+def test_next_open() -> None:
+    opens = next_open(OVERNIGHT, datetime(2026, 11, 28, 22, 30, tzinfo=UTC))
+    assert opens.isoformat() == "2026-11-29T22:00:00+01:00"
+    assert next_open(OVERNIGHT, datetime(2026, 11, 28, 12, 0, tzinfo=UTC)).isoformat() == \
+        "2026-11-28T22:00:00+01:00"
+
+
+def test_outside_the_window_nothing_is_planned_unless_ignored(env: Env) -> None:
+    now = datetime.now(UTC)
+    start, end = now + timedelta(hours=2), now + timedelta(hours=3)
+    span = {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "timezone": "UTC"}
+    env.projects(["alpha"], schedule={"window": span})
+    result = env.doit("run")
+    assert result.returncode == 0
+    assert f"skipped: outside the time window {span['start']}-{span['end']} (UTC); it opens" \
+        in result.stdout
+    assert not env.record.exists()
+    forced = env.doit("run", "window=ignore")
+    assert forced.returncode == 0 and len(env.calls()) == 3
+    bad = env.doit("run", "window=no")
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2, "argument error: window=no: the only value is window=ignore")
+
+
+def test_unknown_time_zone_is_a_config_error(env: Env) -> None:
+    env.projects(["alpha"], schedule={"window": {"start": "22:00", "end": "06:00",
+                                                 "timezone": "Mars/Olympus"}})
+    result = env.doit("list")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("schedule.window.timezone: 'Mars/Olympus' is not a known "
+                                          "time zone; use an IANA name such as Europe/Berlin or "
+                                          "America/Denver")
