@@ -39,3 +39,16 @@ def acquire(path: Path) -> str | None:
     handle.flush()
     _held = handle
     return None
+
+
+def acquire_probe(path: Path) -> bool:
+    """Whether the lock is free right now (taken and released at once)."""
+    if not path.exists():
+        return True
+    with path.open("a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, graph, guard, runlock, state
+from nightshift_tasks import budget, git, graph, guard, report, runlock, state
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
@@ -61,6 +61,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.results: list[str] = []
         self.locked_out = False
         self.started = time.monotonic()
+        self.started_at = state.now()
 
     def _row(self, project: str) -> Row:
         return self.rows.setdefault(project, Row(project))
@@ -81,6 +82,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         cleared = state.clear_stale_assignments(conn, STALE_ASSIGNMENT)
         if cleared:
             self.write(f"nightshift: cleared {cleared} stale assignment(s)\n")
+        keep = engine.config.section("logging")["retention_days"]
+        for old in report.prune_logs(engine.log_dir, keep, state.now().date()):
+            self.write(f"nightshift: removed logs older than {keep} days: {old}\n")
         repos = [p.path for p in engine.plan.projects if not p.skip_reason]
         for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
@@ -137,6 +141,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             return
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
+        engine = graph.load_engine()
+        record = report.run_record(guard.connection(str(engine.db_path)), engine.plan,
+                                   engine.run_id, self.started_at, state.now(), engine.log_dir)
+        run_md, _ = report.write_reports(nightshift_home() / "reports", record)
+        self.results.append(f"report: {run_md}")
         for title, lines in (("Results", self.results), ("Problems", self.problems)):
             if lines:
                 self.outstream.write(f"\n{title}:\n" + "".join(f"  {line}\n" for line in lines))

@@ -1,0 +1,147 @@
+"""`status`, `report` and `doctor`: what happened, and whether the next night will work.
+They never take the run lock, so they work while a run is going."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from nightshift_tasks import agents, guard, runlock, state
+from nightshift_tasks.config import Config, ConfigError, open_config
+from nightshift_tasks.paths import nightshift_home
+
+EXIT_USAGE = 2
+TESTED = {"claude": "2.1.", "codex": "0.171.", "copilot": "1.0."}  # versions tested against
+MIN_FREE_BYTES = 1 << 30
+
+
+def reports_dir() -> Path:
+    return nightshift_home() / "reports"
+
+
+def show_status(config: Config, last: int | None) -> int:
+    if last:
+        runs = sorted(reports_dir().glob("run-*.json"))[-last:]
+        rows = []
+        for path in runs:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            count = {k: sum(t["status"] == k for t in record["tasks"])
+                     for k in ("completed", "failed", "skipped")}
+            rows.append([record["start_time"], f"{record['duration_s']:.0f}s", *count.values(),
+                         record["tokens_used"]])
+        print(tabulate(rows, headers=["run started", "took", "completed", "failed", "skipped",
+                                      "tokens"]) if rows else "no runs recorded yet")
+        return 0
+    conn = guard.connection(str(Path(config.section("budget").get("db_path")
+                                     or nightshift_home() / "state.db")))
+    today = state.now().date().isoformat()
+    rows = [[r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
+             r["output_ref"] or r["error"] or ""]
+            for r in conn.execute("SELECT a.* FROM attempts a JOIN chains c ON c.id = a.chain_id "
+                                  "WHERE c.day = ? ORDER BY a.id", (today,))]
+    print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
+                                  "result or reason"]) if rows else f"nothing ran on {today}")
+    return 0
+
+
+def show_report(day: str | None) -> int:
+    if day:
+        path = reports_dir() / f"summary-{day}.md"
+    else:
+        runs = sorted(reports_dir().glob("run-*.md"))
+        path = runs[-1] if runs else reports_dir() / "run-none.md"
+    if not path.is_file():
+        print(f"error: no report at {path}", file=sys.stderr)
+        return 1
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _version(prog: str) -> str:
+    try:
+        out = subprocess.run([prog, "--version"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL, env=agents.agent_env(), check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.stdout.strip() or out.stderr.strip()).splitlines()[0] if out.stdout or out.stderr else ""
+
+
+def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
+    """(level, check, detail) for each thing the next unattended run depends on."""
+    found: list[tuple[str, str, str]] = [("OK", "config", str(config.path))]
+    db = Path(config.section("budget").get("db_path") or nightshift_home() / "state.db")
+    try:
+        version = state.connect(db).execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        found.append(("OK", "state db", f"{db} (schema {version})"))
+    except Exception as exc:
+        found.append(("FAIL", "state db", f"{db}: {exc}"))
+    providers = config.section("providers")
+    usable = 0
+    for name in providers["preference"]:
+        settings = providers[name]
+        if not settings.get("enabled"):
+            continue
+        missing = agents.unavailable(name, settings)
+        if missing:
+            found.append(("WARN", f"provider {name}", missing))
+            continue
+        usable += 1
+        seen = _version(agents.program(name, settings)) if name in TESTED else "generic command"
+        ok = name not in TESTED or TESTED[name] in seen
+        found.append(("OK" if ok else "WARN", f"provider {name}",
+                      seen + ("" if ok else f" (tested with {TESTED[name]}x)")))
+    if not usable:
+        found.append(("FAIL", "providers", "no enabled provider has its CLI installed"))
+    found.append(cron_check(config))
+    lock = nightshift_home() / "run.lock"
+    holder = runlock.holder(lock) if lock.exists() else ""
+    free = runlock.acquire_probe(lock)
+    found.append(("OK", "run lock", "free" if free else f"held by a running run ({holder})"))
+    disk = shutil.disk_usage(nightshift_home() if nightshift_home().exists() else Path.home())
+    found.append(("OK" if disk.free >= MIN_FREE_BYTES else "WARN", "free disk",
+                  f"{disk.free / (1 << 30):.1f} GiB"))
+    return found
+
+
+def cron_check(config: Config) -> tuple[str, str, str]:
+    """The crontab entry, as `cron status` sees it: installed and matching the config."""
+    out = subprocess.run([sys.executable, "-m", "nightshift_tasks", "cron", "status",
+                          f"config={config.path}"], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL, check=False)
+    detail = (out.stdout.strip() or out.stderr.strip() or "no answer").splitlines()[-1]
+    return ("OK" if out.returncode == 0 else "WARN", "cron entry", detail)
+
+
+def doctor(config: Config) -> int:
+    checks = doctor_checks(config)
+    for level, name, detail in checks:
+        print(f"[{level}] {name}: {detail}")
+    return 1 if any(level == "FAIL" for level, _, _ in checks) else 0
+
+
+def main(command: str, argv: list[str]) -> int:
+    variables = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    parser = argparse.ArgumentParser(prog=f"nightshift-tasks {command}")
+    if command == "status":
+        parser.add_argument("--last", type=int, metavar="N", help="the last N runs instead of today")
+    if command == "report":
+        parser.add_argument("--date", metavar="YYYY-MM-DD", help="that day's summary, not the last run")
+    opts = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
+    if command == "report":
+        return show_report(opts.date)
+    try:
+        config = open_config(variables.get("config"), Path(os.getcwd()))
+    except ConfigError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        if command == "doctor":
+            print("[FAIL] config: see above")
+            return 1
+        return EXIT_USAGE
+    return show_status(config, opts.last) if command == "status" else doctor(config)
