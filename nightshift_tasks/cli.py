@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from nightshift_tasks import tasks_cmd
 
         return tasks_cmd.main(args[1:])
+    if args[:1] in (["status"], ["report"], ["doctor"]):
+        from nightshift_tasks import status_cmd
+
+        return status_cmd.main(args[0], args[1:])
     if args[:1] == ["budget"]:
         from nightshift_tasks import budget_cmd
 
