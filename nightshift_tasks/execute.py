@@ -106,7 +106,7 @@ class ProviderAgent:
                              lambda text: _note(self.log, text)):
                 result = run_process(argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
                                      started=lambda pgid: state.set_agent_pgid(
-                                         self.conn, self.attempt_id, pgid))
+                                         self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
             usage_text = Path(report).read_text(encoding="utf-8", errors="replace") or None
         finally:
             os.unlink(report)

@@ -150,6 +150,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN agent_pgid INTEGER;
     """,
+    # 6: the phase a running task is in, for live progress.
+    """
+    ALTER TABLE attempts ADD COLUMN phase TEXT;
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
@@ -322,9 +326,12 @@ class Outcome:
     failure: str | None = None  # "provider" when only provider trouble (429, quota) failed it
 
 
-def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int | None) -> None:
+def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int | None,
+                   phase: str | None = None) -> None:
+    """The agent now running for the attempt (None when it ended), and its phase."""
     with write(conn):
-        conn.execute("UPDATE attempts SET agent_pgid = ? WHERE id = ?", (pgid, attempt_id))
+        conn.execute("UPDATE attempts SET agent_pgid = ?, phase = COALESCE(?, phase) WHERE id = ?",
+                     (pgid, phase, attempt_id))
 
 
 def set_chain_provider(conn: sqlite3.Connection, chain_id: int, provider: str) -> None:

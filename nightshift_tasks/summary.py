@@ -19,6 +19,7 @@ from nightshift_tasks import budget, git, graph, guard, report, runlock, state
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
+from nightshift_tasks.progress import LiveLine
 from nightshift_tasks.recovery import recover_orphans
 
 STALE_ASSIGNMENT = timedelta(hours=2)
@@ -60,8 +61,16 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.problems: list[str] = []
         self.results: list[str] = []
         self.locked_out = False
+        self.live: LiveLine | None = None
         self.started = time.monotonic()
         self.started_at = state.now()
+
+    def write(self, text: str) -> None:
+        """Every line doit or we print goes above the live status line, if there is one."""
+        if self.live:
+            self.live.write(text)
+        else:
+            self.outstream.write(text)
 
     def _row(self, project: str) -> Row:
         return self.rows.setdefault(project, Row(project))
@@ -88,6 +97,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         repos = [p.path for p in engine.plan.projects if not p.skip_reason]
         for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
+        if getattr(self.outstream, "isatty", lambda: False)():
+            self.live = LiveLine(self.outstream, engine.db_path, engine.run_id)
+            self.live.start()
         selected = set(selected_tasks)
         for plan in engine.plan.projects:
             if plan.name in selected or any(f"{plan.name}:{t}" in selected for t in plan.tasks):
@@ -120,6 +132,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
+        self.write(f"   {task.name} {status} in {format_duration(float(values.get('duration', 0)))}"
+                   f", {int(values.get('tokens', 0)):,} tokens\n")
         if values.get("overran"):
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
         if values.get("published"):
@@ -139,6 +153,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def complete_run(self) -> None:
         if self.locked_out:
             return
+        if self.live:
+            self.live.stop()
+            self.live = None
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         engine = graph.load_engine()

@@ -25,7 +25,7 @@ def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> 
 @pytest.mark.parametrize(("text", "expected"), [
     ("schedule: {max_taks: 2}",
      "schedule.max_taks: unknown key; did you mean 'max_tasks'? allowed keys: cron, interval, "
-     "max_projects, max_tasks, window"),
+     "jitter, max_projects, max_tasks, window"),
     ("budget: {mode: hourly}",
      'budget.mode: "hourly" is not allowed; allowed: "daily", "weekly"'),
     ("budget: {max_percent: 101}", "budget.max_percent: 101 is out of range; allowed: 0 to 100"),
