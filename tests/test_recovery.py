@@ -4,7 +4,6 @@ no task completed twice."""
 
 from __future__ import annotations
 
-import fcntl
 import random
 import signal
 import sqlite3
@@ -13,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from nightshift_tasks import state
+from nightshift_tasks import runlock, state
 from nightshift_tasks.recovery import recover_orphans
 from tests.conftest import DODO, Env
 
@@ -46,13 +45,7 @@ def wait_until(condition: object, timeout: float = 30) -> bool:
 
 
 def lock_free(env: Env) -> bool:
-    with (env.home / "run.lock").open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return True
+    return runlock.acquire_probe(env.home / "run.lock")
 
 
 def agents_alive(env: Env) -> list[int]:
