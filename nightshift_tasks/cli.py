@@ -49,4 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         from nightshift_tasks import budget_cmd
 
         return budget_cmd.main(args[1:])
+    if args[:1] == ["cron"]:
+        from nightshift_tasks import schedule_cmd
+
+        return schedule_cmd.main(args[1:])
     return run_doit(args)
