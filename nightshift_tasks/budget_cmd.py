@@ -33,6 +33,7 @@ def budget_rows(config: Config, provider: str | None) -> list[dict[str, object]]
         figures = budget.compute(config.section("budget"), name, reading, at).as_dict()
         figures["reserved"] = budget.open_reserved(conn, name)
         figures["skipped_lines"] = reading.skipped_lines
+        figures["requests_this_month"] = reading.requests_this_month
         rows.append(figures)
     return rows
 

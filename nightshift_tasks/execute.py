@@ -229,4 +229,4 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
             "iterations": result.iterations, "error": result.error, "log": str(log),
             "published": published.note if published else "",
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
-            "cost_usd": float(used["cost_usd"]), "provider_failure": result.failure == "provider"}
+            "cost_usd": float(used["cost_usd"])}

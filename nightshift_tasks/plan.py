@@ -88,9 +88,6 @@ class Plan:
     projects: list[ProjectPlan]
     allowances: dict[str, budget.Allowance] = field(default_factory=dict)
 
-    def runnable(self) -> list[ProjectPlan]:
-        return [p for p in self.projects if p.tasks]
-
 
 def usable_providers(data: dict[str, Any], allowances: dict[str, budget.Allowance],
                      ignore_budget: bool) -> tuple[list[tuple[str, int | None]], str]:

@@ -237,10 +237,6 @@ class Chain:
     status: dict[str, str]
     done: frozenset[str]  # final, except failures caused only by providers (retried next run)
 
-    @property
-    def finished(self) -> bool:
-        return set(self.tasks) <= self.done
-
 
 def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
     return {r["task"]: r for r in conn.execute(

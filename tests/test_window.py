@@ -51,7 +51,7 @@ def test_outside_the_window_nothing_is_planned_unless_ignored(env: Env) -> None:
         2, "argument error: window=no: the only value is window=ignore")
 
 
-def test_unknown_time_zone_is_a_config_error(env: Env) -> None:
+def test_unknown_time_zone_is_refused(env: Env) -> None:
     env.projects(["alpha"], schedule={"window": {"start": "22:00", "end": "06:00",
                                                  "timezone": "Mars/Olympus"}})
     result = env.doit("list")
