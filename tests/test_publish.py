@@ -97,6 +97,27 @@ def test_a_dirty_user_checkout_is_untouched_and_the_branch_gets_the_commit(world
     assert "alpha:lint-fix: committed " in result.stdout
 
 
+@pytest.mark.parametrize("state", ["detached", "mid-rebase"])
+def test_a_detached_or_mid_rebase_checkout_is_untouched(world: World, state: str) -> None:
+    repo = world.repo
+    if state == "detached":
+        git(repo, "checkout", "-q", "--detach", "HEAD")
+    else:
+        (repo / "README.md").write_text("# ours\n")
+        git(repo, "commit", "-q", "-am", "ours")
+        git(repo, "checkout", "-q", "-b", "theirs", "origin/main")
+        (repo / "README.md").write_text("# theirs\n")
+        git(repo, "commit", "-q", "-am", "theirs")
+        rebase = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "rebase", "main"],
+                                cwd=repo, capture_output=True, text=True)
+        assert rebase.returncode != 0 and (repo / ".git" / "rebase-merge").is_dir()
+    before = snapshot(repo)
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert snapshot(repo) == before
+    assert git(repo, "show", "nightshift/lint-fix:edited-by-agent.txt") == "edit by lint-fix"
+
+
 def test_three_runs_leave_one_branch_and_one_updated_pr(world: World) -> None:
     world.config(mode="pr")
     for night in range(3):
