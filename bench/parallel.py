@@ -115,10 +115,13 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str], record: Path, label: 
 def bounds(records: list[tuple[float, float, str]], repos: list[str], k: int) -> tuple[float, float]:
     """(makespan, lower bound) of the recorded agent calls."""
     chains = dict.fromkeys(repos, 0.0)
+    by_name = {Path(r).name: r for r in repos}
     for start, end, cwd in records:
-        if cwd not in chains:
+        # nightshift runs the agent in a worktree named <project>--<task>--<pid>.
+        repo = cwd if cwd in chains else by_name.get(Path(cwd).name.split("--")[0])
+        if repo is None:
             die(f"agent ran in {cwd}, which is not one of the benchmark repositories")
-        chains[cwd] += end - start
+        chains[repo] += end - start
     if any(abs(v) < 1e-9 for v in chains.values()):
         die("some project recorded no agent call")
     makespan = max(e for _, e, _ in records) - min(s for s, _, _ in records)
@@ -133,6 +136,9 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
     config.write_text(json.dumps({  # JSON is YAML
         "projects": [{"path": r} for r in repos],
         "schedule": {"max_tasks": len(TASKS)},
+        # The fake agent reports no usage; a budget whose reservations never run out, so the
+        # scheduling is measured, not the budget.
+        "budget": {"weekly_tokens": 10**12},
         "tasks": {"enabled": TASKS},
         "providers": {"preference": ["command"],
                       "command": {"enabled": True, "timeout": "2m", "argv": [str(agent), "{prompt}"]}},

@@ -96,8 +96,10 @@ class ProviderAgent:
     def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
         """One agent call: the reply text, or the classified failure."""
         name, settings = cand["name"], cand["settings"]
-        fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
-        os.close(fd)
+        report = None  # only copilot reports its usage in a file of ours
+        if name == "copilot":
+            fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
+            os.close(fd)
         try:
             argv = agents.build_argv(name, settings, prompt, report)
             started = state.now()
@@ -107,9 +109,10 @@ class ProviderAgent:
                 result = run_process(argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
                                      started=lambda pgid: state.set_agent_pgid(
                                          self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
-            usage_text = Path(report).read_text(encoding="utf-8", errors="replace") or None
+            usage_text = Path(report).read_text(encoding="utf-8", errors="replace") if report else None
         finally:
-            os.unlink(report)
+            if report:
+                os.unlink(report)
         append_log(self.log, f"{phase} via {name}", result)
         reply = agents.parse_reply(name, result.stdout, usage_text)
         failure = None if result.ok and not reply.error else self._classify(cand, result, reply)

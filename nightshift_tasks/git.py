@@ -41,20 +41,13 @@ def unusable(path: str) -> str | None:
 
 
 def base_commit(path: str, configured: str | None, remote: str) -> tuple[str, str]:
-    """(commit, label) the task starts from: projects[].base_branch, else the remote's
-    default branch (<remote>/HEAD), else the current branch."""
-    candidates = []
-    if configured:
-        candidates += [f"{remote}/{configured}", configured]
-    head = git(path, "symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD", check=False)
-    if head and not configured:
-        candidates.append(head)
-    if not configured:
-        candidates.append("HEAD")
+    """(commit, branch name) the task starts from: projects[].base_branch, else the remote's
+    default branch (<remote>/HEAD), else the current branch. Usually one git call."""
+    candidates = [f"{remote}/{configured}", configured] if configured else [f"{remote}/HEAD", "HEAD"]
     for ref in candidates:
-        commit = git(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-        if commit:
-            return commit, git(path, "rev-parse", "--abbrev-ref", "HEAD") if ref == "HEAD" else ref
+        found = git(path, "rev-parse", f"{ref}^{{commit}}", "--abbrev-ref", ref, check=False).split()
+        if len(found) == 2 and re.fullmatch(r"[0-9a-f]{40,64}", found[0]):
+            return found[0], found[1]
     raise GitError(f"base branch {configured!r} not found locally or on {remote}")
 
 
@@ -74,9 +67,9 @@ def _quietly(cwd: str, *args: str) -> None:
 
 
 def remove_worktree(path: str, worktree: Path) -> None:
+    """Drop the worktree (the branch stays). Leftovers of a crash are pruned next run."""
     _quietly(path, "worktree", "remove", "--force", str(worktree))
     shutil.rmtree(worktree, ignore_errors=True)
-    _quietly(path, "worktree", "prune")
 
 
 def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:

@@ -134,7 +134,7 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str],
                 grace: float = GRACE_SECONDS,
-                started: Callable[[int | None], None] | None = None) -> ProcResult:
+                started: Callable[[int], None] | None = None) -> ProcResult:
     """Run argv without a shell and return what it printed.
 
     Output goes to temporary files, not pipes, so a grandchild holding a pipe open can
@@ -158,8 +158,6 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
             raise
         # Whatever the agent left behind in its group goes too, timeout or not.
         stop_group(proc, grace)
-        if started:
-            started(None)
         out.seek(0)
         err.seek(0)
         return ProcResult(proc.returncode if not timed_out else -1,

@@ -322,11 +322,10 @@ class Outcome:
     failure: str | None = None  # "provider" when only provider trouble (429, quota) failed it
 
 
-def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int | None,
-                   phase: str | None = None) -> None:
-    """The agent now running for the attempt (None when it ended), and its phase."""
+def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int, phase: str) -> None:
+    """The agent now running for the attempt, and its phase; record_call clears it."""
     with write(conn):
-        conn.execute("UPDATE attempts SET agent_pgid = ?, phase = COALESCE(?, phase) WHERE id = ?",
+        conn.execute("UPDATE attempts SET agent_pgid = ?, phase = ? WHERE id = ?",
                      (pgid, phase, attempt_id))
 
 
@@ -343,8 +342,10 @@ def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
 def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider: str,
                 started: datetime, exit_code: int | None, outcome: str, error: str | None,
                 usage: dict[str, float]) -> None:
-    """One agent call, with the usage the CLI reported (zero when it reported none)."""
+    """One agent call, with the usage the CLI reported (zero when it reported none); its
+    process group is gone, so recovery has nothing left to stop for the attempt."""
     with write(conn):
+        conn.execute("UPDATE attempts SET agent_pgid = NULL WHERE id = ?", (attempt_id,))
         conn.execute(
             f"INSERT INTO calls (attempt_id, phase, provider, started_at, ended_at, exit_code, "
             f"outcome, error, {', '.join(USAGE_FIELDS)}) VALUES ({', '.join('?' * 16)})",
