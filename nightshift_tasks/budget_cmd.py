@@ -12,19 +12,14 @@ from pathlib import Path
 from tabulate import tabulate
 
 from nightshift_tasks import budget, guard, state
-from nightshift_tasks.config import Config, ConfigError, open_config
-from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.plan import provider_readings
 
 EXIT_USAGE = 2
 
 
-def db_path(config: Config) -> Path:
-    return Path(config.section("budget").get("db_path") or nightshift_home() / "state.db")
-
-
 def budget_rows(config: Config, provider: str | None) -> list[dict[str, object]]:
-    conn = guard.connection(str(db_path(config)))
+    conn = guard.connection(str(config.state_db()))
     at = state.now()
     rows = []
     for name, reading in provider_readings(config, conn, at).items():
@@ -55,12 +50,12 @@ def show_budget(config: Config, provider: str | None, as_json: bool) -> int:
 
 
 def main(argv: list[str]) -> int:
-    variables = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    variables, args = split_variables(argv)
     parser = argparse.ArgumentParser(prog="nightshift-tasks budget",
                                      description="Provider budgets. Add config=PATH to pick a config.")
     parser.add_argument("--provider", choices=["claude", "codex", "copilot", "command"])
     parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
+    opts = parser.parse_args(args)
     try:
         config = open_config(variables.get("config"), Path.cwd())
     except ConfigError as exc:

@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
-from nightshift_tasks.paths import find_config, schema_dir
+from nightshift_tasks.paths import find_config, nightshift_home, schema_dir
 from nightshift_tasks.window import valid_zone
 
 ENV_PREFIX = "NIGHTSHIFT_"
@@ -50,6 +50,27 @@ class Config:
     def section(self, name: str) -> dict[str, Any]:
         value: dict[str, Any] = self.data[name]
         return value
+
+    def state_db(self) -> Path:
+        """budget.db_path, else $NIGHTSHIFT_HOME/state.db."""
+        return Path(self.section("budget").get("db_path") or nightshift_home() / "state.db")
+
+    def log_dir(self) -> Path:
+        """logging.path, else $NIGHTSHIFT_HOME/logs."""
+        return Path(self.section("logging").get("path") or nightshift_home() / "logs")
+
+
+def split_variables(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Our commands take doit-style `name=value` variables (config=PATH) beside options:
+    (variables, the other arguments)."""
+    variables, rest = {}, []
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            name, value = arg.split("=", 1)
+            variables[name] = value
+        else:
+            rest.append(arg)
+    return variables, rest
 
 
 @functools.cache

@@ -56,9 +56,7 @@ def load_engine() -> Engine:
         config = open_config(doit.get_var("config"), Path(doit.get_initial_workdir() or os.getcwd()))
         catalog = build_catalog(config.section("tasks")["custom"])
         options = run_options(catalog)
-        home = nightshift_home()
-        db_path = Path(config.section("budget").get("db_path") or home / "state.db")
-        log_dir = Path(config.section("logging").get("path") or home / "logs")
+        db_path, log_dir = config.state_db(), config.log_dir()
         at = state.now()
         plan = build_plan(config, catalog, guard.connection(str(db_path)), at, options)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nightshift_tasks import window as windows
-from nightshift_tasks.config import Config, ConfigError, open_config
+from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.paths import HOME_ENV, nightshift_home
 
@@ -326,7 +326,7 @@ def positive(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     """Exit 0 done (or installed and up to date), 1 not installed / differs / crontab failed, 2 config."""
-    variables = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    variables, args = split_variables(argv)
     parser = argparse.ArgumentParser(prog="nightshift-tasks cron", description=(
         "Run nightshift-tasks on schedule.cron or schedule.interval from the crontab (default), a "
         "systemd user timer or a launchd agent. Add config=PATH to pick a config."))
@@ -336,7 +336,7 @@ def main(argv: list[str]) -> int:
     where.add_argument("--launchd", dest="backend", action="store_const", const="launchd")
     parser.add_argument("-n", type=positive, metavar="K",
                         help="doit workers per run (default 1; status: the installed entry's)")
-    opts = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
+    opts = parser.parse_args(args)
     try:
         workers = opts.n or (installed_workers() if opts.action == "status" else None) or 1
         job = None if opts.action == "uninstall" else make_job(

@@ -14,7 +14,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from nightshift_tasks import agents, guard, runlock, state
-from nightshift_tasks.config import Config, ConfigError, open_config
+from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
 
 EXIT_USAGE = 2
@@ -39,8 +39,7 @@ def show_status(config: Config, last: int | None) -> int:
         print(tabulate(rows, headers=["run started", "took", "completed", "failed", "skipped",
                                       "tokens"]) if rows else "no runs recorded yet")
         return 0
-    conn = guard.connection(str(Path(config.section("budget").get("db_path")
-                                     or nightshift_home() / "state.db")))
+    conn = guard.connection(str(config.state_db()))
     today = state.now().date().isoformat()
     rows = [[r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
              r["output_ref"] or r["error"] or ""]
@@ -76,7 +75,7 @@ def _version(prog: str) -> str:
 def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
     """(level, check, detail) for each thing the next unattended run depends on."""
     found: list[tuple[str, str, str]] = [("OK", "config", str(config.path))]
-    db = Path(config.section("budget").get("db_path") or nightshift_home() / "state.db")
+    db = config.state_db()
     try:
         version = state.connect(db).execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         found.append(("OK", "state db", f"{db} (schema {version})"))
@@ -127,13 +126,13 @@ def doctor(config: Config) -> int:
 
 
 def main(command: str, argv: list[str]) -> int:
-    variables = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith("-"))
+    variables, args = split_variables(argv)
     parser = argparse.ArgumentParser(prog=f"nightshift-tasks {command}")
     if command == "status":
         parser.add_argument("--last", type=int, metavar="N", help="the last N runs instead of today")
     if command == "report":
         parser.add_argument("--date", metavar="YYYY-MM-DD", help="that day's summary, not the last run")
-    opts = parser.parse_args([a for a in argv if not ("=" in a and not a.startswith("-"))])
+    opts = parser.parse_args(args)
     if command == "report":
         return show_report(opts.date)
     try:

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from nightshift_tasks import prompts
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
-from nightshift_tasks.config import Config, ConfigError, open_config, schema_defaults
+from nightshift_tasks.config import Config, ConfigError, open_config, schema_defaults, split_variables
 from nightshift_tasks.context import read_context
 from nightshift_tasks.durations import format_interval
 from nightshift_tasks.sources import gather
@@ -88,8 +88,7 @@ def show_task(config: Config | None, slug: str, project: Path, prompt_only: bool
 
 
 def main(argv: list[str]) -> int:
-    variables = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a and a[0] != "-"}
-    args = [a for a in argv if not ("=" in a and a[0] != "-")]
+    variables, args = split_variables(argv)
     parser = argparse.ArgumentParser(prog="nightshift-tasks tasks",
                                      description="The task catalogue. Add config=PATH to pick a config.")
     sub = parser.add_subparsers(dest="command", required=True)
