@@ -192,9 +192,10 @@ def _sum_key(data: Any, key: str) -> int:
 
 def parse_copilot(stdout: str, usage_report: str | None) -> Reply:
     """`copilot --output-format json` (JSONL events) and its --usage-output-file report."""
-    texts = [str((e.get("data") or {}).get("content", "")) for e in _json_lines(stdout)
+    events = list(_json_lines(stdout))
+    texts = [str((e.get("data") or {}).get("content", "")) for e in events
              if e.get("type") == "assistant.message" and (e.get("data") or {}).get("content")]
-    errors = [str((e.get("data") or {}).get("message", "")) for e in _json_lines(stdout)
+    errors = [str((e.get("data") or {}).get("message", "")) for e in events
               if e.get("type") == "session.error"]
     usage = Usage()
     if usage_report:
@@ -209,7 +210,7 @@ def parse_copilot(stdout: str, usage_report: str | None) -> Reply:
                       cache_write_tokens=_sum_key(metrics, "cacheWriteTokens"),
                       requests=int(report.get("totalPremiumRequestCost") or 0)
                       if isinstance(report, dict) else 0)
-    if not texts and not any(True for _ in _json_lines(stdout)):
+    if not events:
         texts = [stdout]  # plain text output
     return Reply(texts[-1] if texts else "", usage, errors[-1] if errors else None)
 

@@ -144,6 +144,13 @@ class Planner:
         self.rng = random.Random() if options.random_task else None
         self.readings = provider_readings(config, conn, at)
         self.allowances = self.allowances_for(config.section("budget"))
+        self.learned: dict[str, dict[str, tuple[int, int]]] = {}
+
+    def estimates(self, provider: str) -> dict[str, tuple[int, int]]:
+        """Learned estimates per provider, read once per plan rather than once per project."""
+        if provider not in self.learned:
+            self.learned[provider] = budget.estimates(self.conn, provider)
+        return self.learned[provider]
 
     def allowances_for(self, settings: dict[str, Any]) -> dict[str, budget.Allowance]:
         return {name: budget.compute(settings, name, reading, self.at)
@@ -207,7 +214,7 @@ class Planner:
         signals = Signals(state.task_last_runs(self.conn, ref.path),
                           state.assigned_tasks(self.conn, ref.path), context.mentioned,
                           found.sourced, allowance, provider or "",
-                          budget.estimates(self.conn, provider) if provider else {})
+                          self.estimates(provider) if provider else {})
         decisions = select_tasks(self.catalog, _rules(data, ref), signals, self.at, self.rng)
         picked = [d.slug for d in decisions if d.picked]
         if self.options.force_task:
@@ -228,7 +235,7 @@ class Planner:
         texts = {slug: [f"{item.origin}: {item.text}" for item in found.items if slug in item.slugs]
                  for slug in kw["tasks"]}
         if kw.get("provider") and kw.get("allowance") is not None:
-            learned = Signals(estimates=budget.estimates(self.conn, kw["provider"]))
+            learned = self.estimates(kw["provider"])
             by_slug = {t.slug: t for t in self.catalog}
             kw["estimates"] = {s: estimate(by_slug[s], learned)[0] for s in kw["tasks"] if s in by_slug}
         return ProjectPlan(ref.name, ref.path, notes=context_notes + found.notes,

@@ -5,6 +5,7 @@ Agent output never reaches the terminal, so nothing interleaves with it."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -17,13 +18,9 @@ REFRESH_SECONDS = 1.0
 CLEAR = "\r\x1b[K"
 
 
-def in_flight(db_path: Path, run_id: str, at: datetime) -> str:
-    conn = state.connect(db_path)
-    try:
-        rows = conn.execute("SELECT project_path, task, phase, started_at FROM attempts "
-                            "WHERE run_id = ? AND status = 'running' ORDER BY id", (run_id,)).fetchall()
-    finally:
-        conn.close()
+def in_flight(conn: sqlite3.Connection, run_id: str, at: datetime) -> str:
+    rows = conn.execute("SELECT project_path, task, phase, started_at FROM attempts "
+                        "WHERE run_id = ? AND status = 'running' ORDER BY id", (run_id,)).fetchall()
     parts = [f"{Path(r['project_path']).name} {r['task']} {r['phase'] or 'starting'} "
              f"{format_duration((at - datetime.fromisoformat(r['started_at'])).total_seconds())}"
              for r in rows if r["started_at"]]
@@ -44,10 +41,11 @@ class LiveLine:
         self.thread.start()
 
     def _loop(self) -> None:
+        conn = state.connect(self.db_path)  # the thread's own: a connection stays in its thread
         while not self.stopped.wait(REFRESH_SECONDS):
             try:
-                line = in_flight(self.db_path, self.run_id, state.now())
-            except Exception:  # a busy or missing DB only skips one refresh
+                line = in_flight(conn, self.run_id, state.now())
+            except sqlite3.Error:  # a busy DB only skips one refresh
                 continue
             with self.lock:
                 self.shown = line[: shutil.get_terminal_size().columns - 1]

@@ -96,10 +96,10 @@ def cooldown_left(task: TaskDef, rules: TaskRules, last_run: datetime | None,
     return max(0.0, interval - (at - last_run).total_seconds())
 
 
-def estimate(task: TaskDef, signals: Signals) -> tuple[int, str]:
+def estimate(task: TaskDef, estimates: dict[str, tuple[int, int]]) -> tuple[int, str]:
     """Tokens the task is expected to use: the median of its measured runs on the provider,
     else the top of its cost tier. Returns (tokens, where that number comes from)."""
-    learned = signals.estimates.get(task.slug)
+    learned = estimates.get(task.slug)
     if learned:
         return learned[0], f"median of {learned[1]} measured run(s)"
     return task.max_tokens, f"{task.cost} tier max"
@@ -110,7 +110,7 @@ def _filter(task: TaskDef, rules: TaskRules, signals: Signals, at: datetime) -> 
     why = is_enabled(task, rules)
     if why:
         return "disabled", why, 0.0
-    need, basis = estimate(task, signals)
+    need, basis = estimate(task, signals.estimates)
     if signals.allowance is not None and need > signals.allowance:
         return ("budget", f"over budget: needs ~{need:,} tokens ({basis}), "
                 f"allowance {signals.allowance:,} ({signals.provider})", 0.0)
