@@ -1,22 +1,27 @@
 """Provider adapters: is the CLI there, how to call it, what it replied, what it used, and
 what kind of failure a failed call was.
 
-Spawning, timeouts and logs are process.py's job; an adapter builds argv and reads
-output. Permission-bypassing flags are added only when the config opts in.
+Spawning, timeouts and logs are process.py's job; an adapter builds argv (and stdin) and
+reads output. Permission-bypassing flags are added only when the config opts in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 BINARIES = {"claude": "claude", "codex": "codex", "copilot": "copilot"}
 PROMPT_SLOT = "{prompt}"
+PROMPT_FILE_SLOT = "{prompt_file}"
+# Linux's MAX_ARG_STRLEN: the most bytes one argv element can hold, its final NUL included.
+MAX_ARG_BYTES = 128 * 1024
 # Where CLIs installed by npm, pipx, cargo or Homebrew live; cron's PATH lacks them.
 EXTRA_PATH = ["~/.local/bin", "~/go/bin", "~/.cargo/bin", "~/.npm-global/bin", "/usr/local/bin",
               "/opt/homebrew/bin"]
@@ -95,27 +100,78 @@ def unavailable(provider: str, settings: Mapping[str, Any]) -> str | None:
     return None if shutil.which(prog, path=augmented_path()) else f"CLI not in PATH: {prog}"
 
 
+class PromptTooLong(Exception):
+    """The config passes the prompt as one argument, and it is too long to be one."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    argv: list[str]
+    stdin: bytes | None = None  # the prompt, for CLIs that read it there
+
+
+def fits_argv(prompt: str) -> bool:
+    return len(prompt.encode()) < MAX_ARG_BYTES
+
+
 def build_argv(provider: str, settings: Mapping[str, Any], prompt: str,
-               usage_file: str | None = None) -> list[str]:
-    """The full command line; the prompt is always exactly one argv element."""
+               usage_file: str | None = None, prompt_file: str = "") -> list[str]:
+    """The full command line. Claude and Codex read the prompt on stdin, so its size is not
+    bound by the OS's limit on one argument; Copilot does too when it is over that limit."""
     if provider == "command":
-        return [prompt if arg == PROMPT_SLOT else arg for arg in settings["argv"]]
+        argv = settings["argv"]
+        if PROMPT_SLOT in argv and not fits_argv(prompt):
+            raise PromptTooLong(
+                f"the prompt is {len(prompt.encode()):,} bytes, more than one command-line "
+                f"argument may hold ({MAX_ARG_BYTES - 1:,} bytes); providers.command.argv passes "
+                f"it as \"{PROMPT_SLOT}\": "
+                f"use \"{PROMPT_FILE_SLOT}\" (the path of a file holding the prompt) instead, or "
+                "neither, to get the prompt on stdin")
+        slots = {PROMPT_SLOT: prompt, PROMPT_FILE_SLOT: prompt_file}
+        return [slots.get(arg, arg) for arg in argv]
     prog = program(provider, settings)
     extra = list(settings.get("extra_args") or [])
     model = settings.get("model")
     if provider == "claude":
         flags = ["--dangerously-skip-permissions"] if settings["dangerously_skip_permissions"] else []
         return [prog, "-p", "--output-format", "json", *(["--model", model] if model else []),
-                *flags, *extra, prompt]
+                *flags, *extra]
     if provider == "codex":
         bypass = settings["dangerously_bypass_approvals_and_sandbox"]
         flags = ["--dangerously-bypass-approvals-and-sandbox"] if bypass else [
             "--sandbox", "workspace-write"]
-        return [prog, "exec", "--json", *(["-m", model] if model else []), *flags, *extra, prompt]
+        return [prog, "exec", "--json", *(["-m", model] if model else []), *flags, *extra, "-"]
     flags = ["--allow-all-tools", "--allow-all-urls"] if settings["dangerously_skip_permissions"] else []
     report = ["--usage-output-file", usage_file] if usage_file else []
-    return [prog, "-p", prompt, "--no-ask-user", "--silent", "--output-format", "json",
-            "--no-auto-update", *(["--model", model] if model else []), *report, *flags, *extra]
+    return [prog, *(["-p", prompt] if fits_argv(prompt) else []), "--no-ask-user", "--silent",
+            "--output-format", "json", "--no-auto-update", *(["--model", model] if model else []),
+            *report, *flags, *extra]
+
+
+def prompt_stdin(provider: str, settings: Mapping[str, Any], prompt: str) -> bytes | None:
+    """The prompt for the CLI's stdin, or None when it goes into argv. A command whose argv
+    has neither placeholder gets it on stdin."""
+    if provider == "command":
+        return None if {PROMPT_SLOT, PROMPT_FILE_SLOT} & set(settings["argv"]) else prompt.encode()
+    return None if provider == "copilot" and fits_argv(prompt) else prompt.encode()
+
+
+@contextlib.contextmanager
+def invocation(provider: str, settings: Mapping[str, Any], prompt: str,
+               usage_file: str | None = None) -> Iterator[Invocation]:
+    """argv and stdin of one call. A "{prompt_file}" in a command's argv becomes a private
+    (0600) temporary file holding the prompt, removed when the call is over."""
+    stdin = prompt_stdin(provider, settings, prompt)
+    if provider != "command" or PROMPT_FILE_SLOT not in settings["argv"]:
+        yield Invocation(build_argv(provider, settings, prompt, usage_file), stdin)
+        return
+    fd, path = tempfile.mkstemp(prefix="nightshift-prompt-", suffix=".md")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(prompt)
+        yield Invocation(build_argv(provider, settings, prompt, usage_file, path), stdin)
+    finally:
+        os.unlink(path)
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:

@@ -100,16 +100,19 @@ class ProviderAgent:
         if name == "copilot":
             fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
             os.close(fd)
+        started = state.now()
         try:
-            argv = agents.build_argv(name, settings, prompt, report)
-            started = state.now()
             ttl = cand["timeout_s"] + LEASE_GRACE_SECONDS
-            with leases.slot(self.conn, name, settings.get("max_concurrent"), ttl,
-                             lambda text: _note(self.log, text)):
-                result = run_process(argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
+            with agents.invocation(name, settings, prompt, report) as call, leases.slot(
+                    self.conn, name, settings.get("max_concurrent"), ttl,
+                    lambda text: _note(self.log, text)):
+                result = run_process(call.argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
+                                     stdin=call.stdin,
                                      started=lambda pgid: state.set_agent_pgid(
                                          self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
             usage_text = Path(report).read_text(encoding="utf-8", errors="replace") if report else None
+        except agents.PromptTooLong as exc:  # a config that cannot carry this prompt
+            result, usage_text = ProcResult(-1, "", "", 0.0, error=str(exc)), None
         finally:
             if report:
                 os.unlink(report)

@@ -18,6 +18,7 @@ from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
 from nightshift_tasks.projects import ProjectRef, resolve_projects
+from nightshift_tasks.prompts import PROJECT_RULES, bounded
 from nightshift_tasks.select import Decision, Signals, TaskRules, estimate, none_picked_reason, select_tasks
 from nightshift_tasks.sources import Sources, gather
 from nightshift_tasks.usage import Reading, read_usage
@@ -232,16 +233,22 @@ class Planner:
 
     def _plan(self, ref: ProjectRef, context_notes: tuple[str, ...], found: Sources,
               warnings: list[str], **kw: Any) -> ProjectPlan:
-        texts = {slug: [f"{item.origin}: {item.text}" for item in found.items if slug in item.slugs]
-                 for slug in kw["tasks"]}
+        # nightshift's own guidance first, so the project's rules cannot crowd it out.
+        notes, cut = bounded(found.notes + context_notes, PROJECT_RULES)
+        cuts = [cut]
+        texts = {}
+        for slug in kw["tasks"]:
+            texts[slug], cut = bounded(tuple(f"{item.origin}: {item.text}" for item in found.items
+                                             if slug in item.slugs), f"requests for {slug}")
+            cuts.append(cut)
         if kw.get("provider") and kw.get("allowance") is not None:
             learned = self.estimates(kw["provider"])
             by_slug = {t.slug: t for t in self.catalog}
             kw["estimates"] = {s: estimate(by_slug[s], learned)[0] for s in kw["tasks"] if s in by_slug}
-        return ProjectPlan(ref.name, ref.path, notes=context_notes + found.notes,
-                           base_branch=ref.base_branch,
-                           sources={k: v for k, v in texts.items() if v},
-                           warnings=found.warnings + tuple(warnings), **kw)
+        return ProjectPlan(ref.name, ref.path, notes=notes, base_branch=ref.base_branch,
+                           sources={k: list(v) for k, v in texts.items() if v},
+                           warnings=found.warnings + tuple(warnings) + tuple(c for c in cuts if c),
+                           **kw)
 
 
 def build_plan(config: Config, catalog: list[TaskDef], conn: sqlite3.Connection, at: datetime,

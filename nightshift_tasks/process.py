@@ -1,5 +1,6 @@
-"""Run one agent CLI call: own session (process group), stdin closed, output to files,
-timeout, and a TERM -> KILL teardown of the whole group so no grandchild survives."""
+"""Run one agent CLI call: own session (process group), stdin closed or fed from a file,
+output to files, timeout, and a TERM -> KILL teardown of the whole group so no grandchild
+survives."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 GRACE_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
@@ -132,18 +134,32 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return bool(ready)
 
 
+@contextlib.contextmanager
+def _feed(data: bytes | None) -> Iterator[IO[bytes] | int]:
+    """The child's stdin: nothing, or `data` in an unlinked file, which, unlike a pipe,
+    never blocks us on a child that does not read it."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    with tempfile.TemporaryFile() as fh:
+        fh.write(data)
+        fh.seek(0)
+        yield fh
+
+
 def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str],
                 grace: float = GRACE_SECONDS,
-                started: Callable[[int], None] | None = None) -> ProcResult:
+                started: Callable[[int], None] | None = None,
+                stdin: bytes | None = None) -> ProcResult:
     """Run argv without a shell and return what it printed.
 
     Output goes to temporary files, not pipes, so a grandchild holding a pipe open can
     never block us after the child exits.
     """
     start = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, _feed(stdin) as feed:
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=feed, stdout=out,
                                     stderr=err, env=dict(env), start_new_session=True)
         except OSError as exc:
             return ProcResult(-1, "", "", time.monotonic() - start,

@@ -1,5 +1,9 @@
 """The three prompts of the loop. Each names the phase, the task and the project, and
-ends with the exact JSON object it expects back."""
+ends with the exact JSON object it expects back.
+
+What a project contributes (its CLAUDE.md/AGENTS.md rules, the requests that asked for a
+task) is capped, so a huge file or issue costs neither a failed call nor a pile of tokens.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ HANDS_OFF = (
     "itself. Nobody is watching this run, so never wait for a reply; if something is "
     "ambiguous, choose the smallest safe interpretation and say so."
 )
+PART_MAX_BYTES = 4 * 1024  # one convention/constraint line, or one request's text
+SECTION_MAX_BYTES = 16 * 1024  # all notes together; all requests for one task together
+PROJECT_RULES = "conventions and constraints (CLAUDE.md, AGENTS.md)"
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,39 @@ class TaskBrief:
     path: str
     notes: tuple[str, ...] = ()  # the project's conventions and constraints (CLAUDE.md, AGENTS.md)
     sources: tuple[str, ...] = ()  # issues and td tasks that ask for this task
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` bytes of UTF-8, never splitting a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
+
+
+def bounded(parts: tuple[str, ...], what: str) -> tuple[tuple[str, ...], str | None]:
+    """The parts, each cut to PART_MAX_BYTES and, in order, as many as fit SECTION_MAX_BYTES,
+    with a "[… N bytes omitted]" marker wherever something was left out; and a warning
+    naming `what` when anything was."""
+    kept: list[str] = []
+    used = omitted = 0
+    for i, part in enumerate(parts):
+        size = len(part.encode())
+        cut = 0
+        if size > PART_MAX_BYTES:
+            head = _cut(part, PART_MAX_BYTES)
+            cut = size - len(head.encode())
+            part = f"{head} [… {cut:,} bytes omitted]"
+        if used + len(part.encode()) > SECTION_MAX_BYTES:
+            rest = sum(len(p.encode()) for p in parts[i:])
+            kept.append(f"[… {len(parts) - i:,} more, {rest:,} bytes omitted]")
+            omitted += rest
+            break
+        kept.append(part)
+        used += len(part.encode())
+        omitted += cut
+    if not omitted:
+        return parts, None
+    total = sum(len(p.encode()) for p in parts)
+    return tuple(kept), (f"{what}: {omitted:,} of {total:,} bytes left out of the prompts (at most "
+                         f"{PART_MAX_BYTES:,} bytes per item, {SECTION_MAX_BYTES:,} in all)")
 
 
 def _header(phase: str, brief: TaskBrief) -> str:

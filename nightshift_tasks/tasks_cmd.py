@@ -66,17 +66,20 @@ def show_task(config: Config | None, slug: str, project: Path, prompt_only: bool
     catalog = list(by_slug.values())
     context = read_context(project, catalog, integrations["claude_md"], integrations["agents_md"])
     found = gather(integrations["task_sources"], project, catalog)
+    notes, cut_notes = prompts.bounded(found.notes + context.notes, prompts.PROJECT_RULES)
+    requests, cut_requests = prompts.bounded(
+        tuple(f"{i.origin}: {i.text}" for i in found.items if slug in i.slugs), f"requests for {slug}")
     brief = prompts.TaskBrief(task.slug, task.name, task.description, project.name, str(project),
-                              context.notes + found.notes,
-                              tuple(f"{i.origin}: {i.text}" for i in found.items if slug in i.slugs))
+                              notes, requests)
     if not prompt_only:
         tier = catalog_data()["cost_tiers"][task.cost]["label"]
         print(f"{task.name} [{task.slug}]{' (custom)' if task.custom else ''}\n"
               f"category {task.category}, cost {tier}, risk {task.risk}, interval "
               f"{format_interval(task.interval_s)}, {'off' if task.disabled_by_default else 'on'} "
               f"by default\n\n{task.description}\n")
-        for warning in found.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        for warning in [*found.warnings, cut_notes, cut_requests]:
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
     phases = [("plan", prompts.plan_prompt(brief)),
               ("implement", prompts.implement_prompt(brief, "<the plan phase's description>",
                                                      ["<the plan phase's steps>"], 1, [])),

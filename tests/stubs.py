@@ -54,6 +54,7 @@ class Request:
     start: float
     end: float = 0.0
     status: int = 200
+    body: str = ""
 
 
 @dataclass
@@ -107,7 +108,7 @@ class ApiStub:
         if api == "anthropic" and not json.loads(body or "{}").get("tools"):
             phase = ""  # Claude Code's small side request (no tools), not the agent's turn
         behaviour = self.anthropic if api == "anthropic" else self.openai
-        request = Request(api, phase, time.monotonic())
+        request = Request(api, phase, time.monotonic(), body=body)
         with self.lock:
             self.log.append(request)
             failing = phase and (behaviour.fail < 0 or behaviour.failed < behaviour.fail)

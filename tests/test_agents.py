@@ -1,24 +1,38 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.agents import Usage, augmented_path, build_argv, classify, parse_reply, unavailable
+from nightshift_tasks.agents import (
+    MAX_ARG_BYTES,
+    PromptTooLong,
+    Usage,
+    augmented_path,
+    build_argv,
+    classify,
+    invocation,
+    parse_reply,
+    unavailable,
+)
+from nightshift_tasks.prompts import TaskBrief, plan_prompt
+from tests.conftest import Env, summary_rows
 
 OFF = {"dangerously_skip_permissions": False, "dangerously_bypass_approvals_and_sandbox": False}
 ON = {"dangerously_skip_permissions": True, "dangerously_bypass_approvals_and_sandbox": True}
 
 
 @pytest.mark.parametrize(("provider", "settings", "argv"), [
-    ("claude", OFF, ["claude", "-p", "--output-format", "json", "P"]),
+    ("claude", OFF, ["claude", "-p", "--output-format", "json"]),
     ("claude", {**ON, "model": "opus", "binary": "/opt/claude", "extra_args": ["--verbose"]},
      ["/opt/claude", "-p", "--output-format", "json", "--model", "opus",
-      "--dangerously-skip-permissions", "--verbose", "P"]),
-    ("codex", OFF, ["codex", "exec", "--json", "--sandbox", "workspace-write", "P"]),
+      "--dangerously-skip-permissions", "--verbose"]),
+    ("codex", OFF, ["codex", "exec", "--json", "--sandbox", "workspace-write", "-"]),
     ("codex", {**ON, "model": "m"},
-     ["codex", "exec", "--json", "-m", "m", "--dangerously-bypass-approvals-and-sandbox", "P"]),
+     ["codex", "exec", "--json", "-m", "m", "--dangerously-bypass-approvals-and-sandbox", "-"]),
     ("copilot", OFF, ["copilot", "-p", "P", "--no-ask-user", "--silent", "--output-format", "json",
                       "--no-auto-update", "--usage-output-file", "/u.json"]),
     ("copilot", ON, ["copilot", "-p", "P", "--no-ask-user", "--silent", "--output-format", "json",
@@ -29,6 +43,39 @@ ON = {"dangerously_skip_permissions": True, "dangerously_bypass_approvals_and_sa
 def test_argv_passes_flags_only_when_opted_in(provider: str, settings: dict[str, object],
                                               argv: list[str]) -> None:
     assert build_argv(provider, settings, "P", "/u.json") == argv
+
+
+LONG = "x" * MAX_ARG_BYTES  # one byte too many for an argument, with its final NUL
+
+
+@pytest.mark.parametrize(("provider", "settings", "prompt", "in_argv", "stdin"), [
+    ("claude", OFF, "P", False, b"P"),
+    ("codex", OFF, "P", False, b"P"),
+    ("copilot", OFF, "P", True, None),
+    ("copilot", OFF, LONG, False, LONG.encode()),
+    ("command", {"argv": ["agent", "{prompt}"]}, "P", True, None),
+    ("command", {"argv": ["agent", "{prompt_file}"]}, LONG, False, None),
+    ("command", {"argv": ["agent", "--read-stdin"]}, LONG, False, LONG.encode()),
+])
+def test_where_the_prompt_goes(provider: str, settings: dict[str, object], prompt: str,
+                               in_argv: bool, stdin: bytes | None) -> None:
+    with invocation(provider, settings, prompt, "/u.json") as call:
+        assert (prompt in call.argv, call.stdin) == (in_argv, stdin)
+
+
+def test_prompt_file_is_private_and_removed_after_the_call() -> None:
+    with invocation("command", {"argv": ["agent", "-f", "{prompt_file}"]}, "é" * 70_000) as call:
+        path = Path(call.argv[2])
+        assert path.read_text(encoding="utf-8") == "é" * 70_000
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert not path.exists()
+
+
+def test_a_prompt_slot_cannot_take_an_oversized_prompt() -> None:
+    assert build_argv("command", {"argv": ["agent", "{prompt}"]}, LONG[1:]) == ["agent", LONG[1:]]
+    with pytest.raises(PromptTooLong, match=r'providers\.command\.argv passes it as "\{prompt\}": '
+                       r'use "\{prompt_file\}"'):
+        build_argv("command", {"argv": ["agent", "{prompt}"]}, LONG)
 
 
 def test_claude_reply_usage_and_error() -> None:
@@ -107,3 +154,63 @@ def test_availability_and_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert unavailable("command", {"argv": [str(tmp_path / "nope")]}) == \
         f"CLI not executable: {tmp_path / 'nope'}"
     assert augmented_path({"PATH": "/a:/b"}).startswith("/a:/b")
+
+
+# A command agent that reads its prompt from the file named by its one argument, or from
+# stdin without one; records the prompt (and the file's mode) and replies as each phase asks.
+READER = r"""
+import os, stat, sys
+path = sys.argv[1] if len(sys.argv) > 1 else None
+prompt = open(path, encoding="utf-8").read() if path else sys.stdin.read()
+phase = next(p for p in ("plan", "implement", "review") if f"# nightshift: {p} phase" in prompt)
+with open(f"{os.environ['RECORD']}.{phase}", "w", encoding="utf-8") as fh:
+    fh.write(prompt)
+if path:
+    with open(f"{os.environ['RECORD']}.files", "a", encoding="utf-8") as fh:
+        fh.write(f"{path} {stat.S_IMODE(os.stat(path).st_mode):o}\n")
+print({"plan": '{"description": "d", "steps": [], "files": []}',
+       "implement": '{"summary": "s", "files_modified": []}',
+       "review": '{"passed": true, "feedback": "ok"}'}[phase])
+"""
+LONG_DESCRIPTION = " ".join(f"step{i:06d}" for i in range(14_000)) + " END-OF-THE-LONG-TASK"
+LONG_TASK = {"enabled": ["long-spec"],
+             "custom": [{"type": "long-spec", "name": "Long spec", "description": LONG_DESCRIPTION}]}
+
+
+def test_an_oversized_prompt_for_the_prompt_slot_fails_naming_the_key(env: Env) -> None:
+    (repo,) = env.projects(["alpha"], tasks=LONG_TASK)
+    result = env.doit("run")
+    assert result.returncode == 1
+    size = len(plan_prompt(TaskBrief("long-spec", "Long spec", LONG_DESCRIPTION, "alpha",
+                                     str(repo))).encode())
+    message = (f"the prompt is {size:,} bytes, more than one command-line argument may hold "
+               '(131,071 bytes); providers.command.argv passes it as "{prompt}": use '
+               '"{prompt_file}" (the path of a file holding the prompt) instead, or neither, to '
+               "get the prompt on stdin")
+    assert f"alpha:long-spec: failed: planning failed: plan: {message}; see " in result.stdout
+    assert "Argument list too long" not in result.stdout + result.stderr
+    assert env.calls() == []
+    row = sqlite3.connect(env.home / "state.db").execute("SELECT outcome, error FROM calls").fetchall()
+    assert row == [("agent", message)]
+
+
+@pytest.mark.parametrize("slot", [["{prompt_file}"], []])
+def test_a_long_prompt_reaches_a_command_by_file_or_stdin(env: Env, slot: list[str]) -> None:
+    env.projects(["alpha"], tasks=LONG_TASK)
+    reader = env.tmp / "reader.py"
+    reader.write_text(READER)
+    env.write_config({"providers": {"command": {"enabled": True,
+                                                "argv": [sys.executable, str(reader), *slot]}}})
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary_rows(result.stdout)["alpha"][:2] == ["command", "1"]
+    for phase in ("plan", "implement", "review"):
+        prompt = Path(f"{env.record}.{phase}").read_text(encoding="utf-8")
+        assert prompt.startswith(f"# nightshift: {phase} phase") and LONG_DESCRIPTION in prompt
+    files = Path(f"{env.record}.files")
+    if slot:
+        used = [line.split() for line in files.read_text().splitlines()]
+        assert [mode for _, mode in used] == ["600"] * 3
+        assert not any(Path(path).exists() for path, _ in used)
+    else:
+        assert not files.exists()

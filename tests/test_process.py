@@ -41,3 +41,13 @@ def test_timeout_without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     result = run_process(["sleep", "30"], str(tmp_path), 0.3, os.environ, grace=0.5)
     assert result.timed_out
     assert run_process(["true"], str(tmp_path), 5, os.environ).ok
+
+
+def test_stdin_comes_from_a_file_and_is_empty_by_default(tmp_path: Path) -> None:
+    data = "é".encode() * 500_000  # 1 MB: more than a pipe buffer holds
+    assert run_process(["cat"], str(tmp_path), 10, os.environ, stdin=data).stdout == data.decode()
+    # A regular file, so a child that never reads it cannot block us writing it.
+    assert run_process(["sh", "-c", "test -f /dev/stdin"], str(tmp_path), 10, os.environ,
+                       stdin=data).ok
+    assert run_process(["true"], str(tmp_path), 10, os.environ, stdin=data).ok
+    assert run_process(["cat"], str(tmp_path), 10, os.environ).stdout == ""

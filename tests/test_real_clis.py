@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nightshift_tasks import agents
 from tests.conftest import Env, max_overlap, summary_rows
 from tests.stubs import USAGE, ApiStub
 
@@ -158,6 +159,26 @@ def test_provider_caps_hold_across_workers(env: Env, stub: ApiStub) -> None:
     assert "waiting for a claude slot (providers.claude.max_concurrent = 2)" in logs
 
 
+# A custom task whose description alone is over Linux's 128 KiB limit on one argument.
+LONG = " ".join(f"step{i:06d}" for i in range(14_000)) + " END-OF-THE-LONG-TASK"
+LONG_TASK = {"enabled": ["long-spec"],
+             "custom": [{"type": "long-spec", "name": "Long spec", "description": LONG}]}
+
+
+@pytest.mark.parametrize(("provider", "api"), [("claude", "anthropic"), ("codex", "openai")])
+def test_a_prompt_over_the_argument_limit_reaches_the_cli_on_stdin(env: Env, stub: ApiStub,
+                                                                  provider: str, api: str) -> None:
+    assert len(LONG.encode()) > agents.MAX_ARG_BYTES
+    env.projects(["alpha"], tasks=LONG_TASK)
+    cli_config(env, stub, [provider])
+    code, out = run(env, stub)
+    assert code == 0, out
+    assert [r["outcome"] for r in calls(env)] == ["ok"] * 3
+    requests = stub.requests(api)
+    assert [r.phase for r in requests] == ["plan", "implement", "review"]
+    assert all(LONG in r.body for r in requests)
+
+
 COPILOT = r"""#!/bin/sh
 # Stand-in for `copilot -p ... --output-format json --usage-output-file F`: prints Copilot's
 # JSONL events and writes its usage report, in the shapes the real CLI uses.
@@ -166,6 +187,8 @@ while [ $# -gt 0 ]; do
   case "$1" in --usage-output-file) report="$2"; shift ;; -p) prompt="$2"; shift ;; esac
   shift
 done
+[ -n "$prompt" ] || prompt=$(cat)  # no -p: the prompt is on stdin
+printf '%s\n' "$prompt" >> "$RECORD.copilot"
 case "$prompt" in
   *"# nightshift: plan phase"*) text='{\"description\": \"d\", \"steps\": [], \"files\": []}' ;;
   *"# nightshift: implement phase"*) text='{\"summary\": \"s\", \"files_modified\": []}' ;;
@@ -185,19 +208,32 @@ EOF
 """
 
 
-def test_copilot_adapter_reads_events_and_the_usage_report(env: Env) -> None:
-    env.projects(["alpha"])
+def copilot_config(env: Env) -> None:
     copilot = env.tmp / "copilot"
     copilot.write_text(COPILOT)
     copilot.chmod(0o755)
     env.write_config({"providers": {"preference": ["copilot"], "command": {"enabled": False},
                                     "copilot": {"binary": str(copilot)}}})
+
+
+def test_copilot_adapter_reads_events_and_the_usage_report(env: Env) -> None:
+    env.projects(["alpha"])
+    copilot_config(env)
     result = env.doit("run")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = calls(env)
     assert [(r["input_tokens"], r["output_tokens"], r["tokens"], r["requests"]) for r in rows] == [
         (400, 40, 440, 1)] * 3
     assert json.loads(json.dumps([r["outcome"] for r in rows])) == ["ok"] * 3
+
+
+def test_copilot_gets_a_prompt_over_the_argument_limit_on_stdin(env: Env) -> None:
+    env.projects(["alpha"], tasks=LONG_TASK)
+    copilot_config(env)
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["outcome"] for r in calls(env)] == ["ok"] * 3
+    assert Path(f"{env.record}.copilot").read_text().count(LONG) == 3
 
 
 def test_parallel_projects_stop_at_the_allowance(env: Env, stub: ApiStub) -> None:
