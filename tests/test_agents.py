@@ -5,7 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.agents import Usage, augmented_path, build_argv, classify, parse_reply, unavailable
+from nightshift_tasks.agents import (
+    OUTPUT_BOUND,
+    Failure,
+    Usage,
+    augmented_path,
+    build_argv,
+    classify,
+    parse_reply,
+    unavailable,
+)
 
 OFF = {"dangerously_skip_permissions": False, "dangerously_bypass_approvals_and_sandbox": False}
 ON = {"dangerously_skip_permissions": True, "dangerously_bypass_approvals_and_sandbox": True}
@@ -107,3 +116,47 @@ def test_availability_and_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert unavailable("command", {"argv": [str(tmp_path / "nope")]}) == \
         f"CLI not executable: {tmp_path / 'nope'}"
     assert augmented_path({"PATH": "/a:/b"}).startswith("/a:/b")
+
+
+# copilot 1.0.102's real stderr (exit 1): the error first, then advice the tail would keep.
+COPILOT_ADVICE = """
+To authenticate, you can use any of the following methods:
+  • Start 'copilot' and run the '/login' command
+  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
+  • Run 'gh auth login' to authenticate with the GitHub CLI
+"""
+COPILOT_NO_AUTH = """Error: No authentication information found.
+
+Copilot can be authenticated with GitHub using an OAuth Token or a Fine-Grained Personal Access Token.
+""" + COPILOT_ADVICE
+COPILOT_OFFLINE = """Error: Authentication token found but could not be validated.
+
+  Failed to fetch PAT user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+  Failed to fetch GitHub CLI user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+
+Your token may still be valid. Check your network connection and try again.
+""" + COPILOT_ADVICE
+
+
+def test_copilot_failures_are_classified_from_the_whole_output() -> None:
+    assert classify("copilot", COPILOT_NO_AUTH) == Failure(
+        "auth", "Error: No authentication information found.")
+    offline = classify("copilot", COPILOT_OFFLINE)
+    assert offline.kind == "transient"
+    assert offline.message == (
+        "Error: Authentication token found but could not be validated. (Failed to fetch PAT user "
+        "login: network fetch failed: request failed: error sending request for url "
+        "(https://api.github.com/copilot_internal/user))")
+
+
+def test_failure_reasons_are_one_bounded_line() -> None:
+    assert classify("claude", "").message == "no output"
+    assert classify("command", "starting\nwarming up\nfatal: repository gone\nbye").message == \
+        "fatal: repository gone"
+    assert classify("command", "a\nb\nTypeError: x is undefined\n    at f (a.js:1)").message == \
+        "TypeError: x is undefined"
+    assert classify("command", "one\r\ntwo\x1b[31m\ttail").message == "two [31m tail"
+    huge = "Error: " + "x" * 5000 + "\n" + "noise\n" * OUTPUT_BOUND + "429 Too Many Requests\n"
+    failure = classify("command", huge)
+    assert failure.kind == "transient" and len(failure.message) == 400
+    assert "\n" not in failure.message
