@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nightshift_tasks.text import one_line
+
 BINARIES = {"claude": "claude", "codex": "codex", "copilot": "copilot"}
 PROMPT_SLOT = "{prompt}"
 PROMPT_FILE_SLOT = "{prompt_file}"
@@ -35,8 +37,16 @@ QUOTA = re.compile(r"usage limit|quota|insufficient_quota|credit balance|billing
                    r"out of (credits|premium requests)", re.IGNORECASE)
 RESET_IN = re.compile(r"(?:try again|retry|resets?)\s+in\s+(\d+)\s*(s|sec|seconds?|m|min|minutes?|h|"
                       r"hours?)\b", re.IGNORECASE)
+AUTH = re.compile(r"no authentication information|not (logged in|authenticated)|authentication "
+                  r"(failed|required)|could not be validated|bad credentials|invalid (api key|"
+                  r"x-api-key|token)|unauthorized|please run /login|\b401\b", re.IGNORECASE)
 SANDBOX = re.compile(r"sandbox.*(fail|error|not supported|unavailable|denied)|landlock|seccomp|"
                      r"bwrap", re.IGNORECASE)
+# A CLI's own error line ("Error: ...", "fatal: ...", "TypeError: ..."); copilot prints it
+# first and its advice after, so it is looked for in the whole output, not the last lines.
+ERROR_LINE = re.compile(r"^\W*(error|fatal|panic)\b|^\w*(error|exception)\b\s*:", re.IGNORECASE)
+OUTPUT_BOUND = 64 * 1024  # failures are classified from at most this much of each end
+REASON_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # transient | quota | agent
+    kind: str  # transient | quota | auth | agent
     message: str
     reset_in: float | None = None  # seconds until a stated limit resets
 
@@ -281,19 +291,48 @@ def parse_reply(provider: str, stdout: str, usage_report: str | None = None) -> 
     return Reply(stdout, Usage())
 
 
-def classify(provider: str, message: str, status: int | None = None) -> Failure:
-    """Transient (retry with backoff), quota (fail over) or agent error (the task fails)."""
-    reset = RESET_IN.search(message)
+def _bounded(text: str) -> str:
+    if len(text) <= 2 * OUTPUT_BOUND:
+        return text
+    return f"{text[:OUTPUT_BOUND]}\n...\n{text[-OUTPUT_BOUND:]}"
+
+
+def _line_at(text: str, match: re.Match[str] | None) -> str:
+    if match is None:
+        return ""
+    return text[text.rfind("\n", 0, match.start()) + 1:].split("\n", 1)[0].strip()
+
+
+def reason(text: str, match: re.Match[str] | None = None) -> str:
+    """One line for a failure: the CLI's own error line (else its last line), plus the line
+    that decided the classification when that is another one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    own = next((line for line in lines if ERROR_LINE.search(line)), lines[-1])
+    cause = _line_at(text, match)
+    return one_line(own if not cause or cause in own else f"{own} ({cause})", REASON_CHARS)
+
+
+def classify(provider: str, output: str, status: int | None = None) -> Failure:
+    """Transient (retry with backoff), quota or auth (fail over), or agent error (the task
+    fails), judged from the whole (bounded) output: what a CLI prints first matters most."""
+    text = _bounded(output)
+    reset = RESET_IN.search(text)
     reset_in = None
     if reset:
         unit = reset.group(2)[0].lower()
         reset_in = int(reset.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
-    if QUOTA.search(message) and status not in (429, 529):
-        return Failure("quota", message, reset_in)
-    if status in (429, 529) or TRANSIENT.search(message):
-        return Failure("transient", message, reset_in)
-    if provider == "codex" and SANDBOX.search(message):
-        return Failure("agent", f"{message} (codex could not start its sandbox on this machine; "
-                       "if the machine is isolated otherwise, set providers.codex."
-                       "dangerously_bypass_approvals_and_sandbox: true)")
-    return Failure("agent", message)
+    quota, transient, auth = QUOTA.search(text), TRANSIENT.search(text), AUTH.search(text)
+    if quota and status not in (429, 529):
+        return Failure("quota", reason(text, quota), reset_in)
+    if status in (429, 529) or transient:
+        return Failure("transient", reason(text, transient), reset_in)
+    if status in (401, 403) or auth:
+        return Failure("auth", reason(text, auth))
+    sandbox = SANDBOX.search(text) if provider == "codex" else None
+    if sandbox:
+        return Failure("agent", f"{reason(text, sandbox)} (codex could not start its sandbox on "
+                       "this machine; if the machine is isolated otherwise, set "
+                       "providers.codex.dangerously_bypass_approvals_and_sandbox: true)")
+    return Failure("agent", reason(text))

@@ -3,6 +3,7 @@ from the usage its own files show, and the run-time reservations made against it
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import statistics
 from dataclasses import asdict, dataclass
@@ -46,6 +47,19 @@ def days_left_in_week(budget: dict[str, Any], at: datetime) -> int:
     return 7 - (at.weekday() - start) % 7
 
 
+def days_to_reset(budget: dict[str, Any], reading: Reading, at: datetime) -> tuple[int, str]:
+    """Days the remaining weekly tokens are spread over, and what set them.
+
+    A provider that reports its weekly window's reset (codex: `rate_limits.secondary.
+    resets_at`, unix seconds) is believed: ceil(time to reset / 24h), at least 1. Otherwise
+    the local week of `budget.week_start_day`.
+    """
+    resets_at = (reading.rate_limits.get("secondary") or {}).get("resets_at")
+    if isinstance(resets_at, int | float) and not isinstance(resets_at, bool) and resets_at > 0:
+        return max(1, math.ceil((resets_at - at.timestamp()) / 86400)), "reported weekly reset"
+    return days_left_in_week(budget, at), "local week"
+
+
 def multiplier(budget: dict[str, Any], days_left: int) -> float:
     """aggressive_end_of_week: 2x with two days left and 3x on the last day.
 
@@ -79,14 +93,14 @@ def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetim
         equation = (f"{base:,} daily x (1 - {percent:.1f}% used) x {budget['max_percent']}% - "
                     f"{base * reserve:,.0f} reserve")
     else:
-        days = days_left_in_week(budget, at)
+        days, until = days_to_reset(budget, reading, at)
         codex_week = _codex_percent(reading, "secondary") if provider == "codex" else None
         percent = codex_week if codex_week is not None else used_week / weekly * 100
         remaining = weekly * max(0.0, 100 - percent) / 100
         factor = multiplier(budget, days)
         value = remaining / days * share * factor - remaining * reserve
-        equation = (f"{remaining:,.0f} left this week / {days} day(s) x {budget['max_percent']}% x "
-                    f"{factor:g} - {remaining * reserve:,.0f} reserve")
+        equation = (f"{remaining:,.0f} left this week / {days} day(s) to the {until} x "
+                    f"{budget['max_percent']}% x {factor:g} - {remaining * reserve:,.0f} reserve")
     allowance = max(0, int(value + 1e-6))  # float noise must not cost a token
     return Allowance(provider, weekly, source, used_today, used_week, reading.source, percent,
                      allowance, f"{equation} = {allowance:,}")

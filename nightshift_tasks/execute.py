@@ -25,7 +25,6 @@ from nightshift_tasks.process import (
     die_with_parent,
     interrupt_on_term,
     run_process,
-    tail,
 )
 from nightshift_tasks.prompts import TaskBrief
 
@@ -33,7 +32,8 @@ LEASE_GRACE_SECONDS = 60.0
 
 
 class ProviderExhausted(Exception):
-    """Retries used up on a transient failure, or a quota / hard limit: try the next provider."""
+    """Retries used up on a transient failure, or a quota / hard limit / missing login: try
+    the next provider."""
 
 
 def _note(log: Path, text: str) -> None:
@@ -81,7 +81,7 @@ class ProviderAgent:
                 return failure
             if failure.kind == "agent":
                 raise AgentFailure(f"{phase}: {failure.message}; see {self.log}")
-            if failure.kind == "quota" or attempt == settings["max_retries"]:
+            if failure.kind in ("quota", "auth") or attempt == settings["max_retries"]:
                 raise ProviderExhausted(f"{cand['name']}: {failure.message}")
             delay = cand["retry_delay_s"] * 2 ** attempt * random.uniform(0.5, 1.5)
             if failure.reset_in is not None:
@@ -131,10 +131,11 @@ class ProviderAgent:
         if result.timed_out:
             return agents.Failure("agent", f"timed out after {cand['timeout_s']:g}s "
                                   "(process group stopped)")
-        message = reply.error or tail(result.stderr) or tail(result.stdout) or "no output"
-        if not reply.error and result.exit_code != 0:
-            message = f"exit {result.exit_code}: {message}"
-        return agents.classify(cand["name"], message, reply.status)
+        output = reply.error or result.stderr.strip() or result.stdout.strip()
+        failure = agents.classify(cand["name"], output, reply.status)
+        if reply.error or result.exit_code == 0:
+            return failure
+        return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
 
 
 def _reserve(conn: sqlite3.Connection, spec: dict[str, Any], provider: str,

@@ -182,10 +182,6 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
                           time.monotonic() - start, timed_out=timed_out)
 
 
-def tail(text: str, lines: int = 5) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def append_log(log: Path, header: str, result: ProcResult) -> None:
     """One section per agent call in the task's log file."""
     with log.open("a", encoding="utf-8") as fh:

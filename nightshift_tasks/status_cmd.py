@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import agents, guard, runlock, state
+from nightshift_tasks import agents, auth, guard, runlock, state
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.text import cells
 
 EXIT_USAGE = 2
 TESTED = {"claude": "2.1.", "codex": "0.171.", "copilot": "1.0."}  # versions tested against
@@ -41,8 +42,8 @@ def show_status(config: Config, last: int | None) -> int:
         return 0
     conn = guard.connection(str(config.state_db()))
     today = state.now().date().isoformat()
-    rows = [[r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
-             r["output_ref"] or r["error"] or ""]
+    rows = [cells(r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
+                  r["output_ref"] or r["error"] or "")
             for r in conn.execute("SELECT a.* FROM attempts a JOIN chains c ON c.id = a.chain_id "
                                   "WHERE c.day = ? ORDER BY a.id", (today,))]
     print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
@@ -82,7 +83,7 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
     except Exception as exc:
         found.append(("FAIL", "state db", f"{db}: {exc}"))
     providers = config.section("providers")
-    usable = 0
+    installed = usable = 0
     for name in providers["preference"]:
         settings = providers[name]
         if not settings.get("enabled"):
@@ -91,13 +92,19 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
         if missing:
             found.append(("WARN", f"provider {name}", missing))
             continue
-        usable += 1
+        installed += 1
         seen = _version(agents.program(name, settings)) if name in TESTED else "generic command"
         ok = name not in TESTED or TESTED[name] in seen
         found.append(("OK" if ok else "WARN", f"provider {name}",
                       seen + ("" if ok else f" (tested with {TESTED[name]}x)")))
-    if not usable:
+        login = auth.login_state(name, settings)
+        if login:
+            found.append((login[0], f"login {name}", login[1]))
+        usable += not login or login[0] == "OK"
+    if not installed:
         found.append(("FAIL", "providers", "no enabled provider has its CLI installed"))
+    elif not usable:
+        found.append(("FAIL", "providers", "no enabled provider is logged in"))
     found.append(cron_check(config))
     lock = nightshift_home() / "run.lock"
     holder = runlock.holder(lock) if lock.exists() else ""

@@ -21,6 +21,7 @@ from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
 from nightshift_tasks.progress import LiveLine
 from nightshift_tasks.recovery import recover_orphans
+from nightshift_tasks.text import cells, one_line
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
@@ -165,7 +166,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.results.append(f"report: {run_md}")
         for title, lines in (("Results", self.results), ("Problems", self.problems)):
             if lines:
-                self.outstream.write(f"\n{title}:\n" + "".join(f"  {line}\n" for line in lines))
+                self.outstream.write(f"\n{title}:\n" + "".join(f"  {one_line(line)}\n"
+                                                                for line in lines))
         if interrupted:
             # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
             sys.exit(EXIT_INTERRUPTED)
@@ -194,14 +196,12 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
                 totals[key] += row.counts[key]
             seconds += row.seconds
             tokens += row.tokens
-            reason = "; ".join(row.reasons)
-            if len(reason) > REASON_WIDTH:
-                reason = reason[: REASON_WIDTH - 1] + "…"
-            body.append([row.project, row.provider, *(row.counts[k] for k in COUNTED), row.tokens,
-                         format_duration(row.seconds) if row.seconds else "-", reason])
+            body.append(cells(row.project, row.provider, *(row.counts[k] for k in COUNTED),
+                               row.tokens, format_duration(row.seconds) if row.seconds else "-",
+                               one_line("; ".join(row.reasons), REASON_WIDTH)))
         wall = format_duration(time.monotonic() - self.started)
         note = "interrupted" if interrupted else f"{len(self.rows)} project(s), wall {wall}"
-        body.append(["TOTAL", "", *(totals[k] for k in COUNTED), tokens,
-                     format_duration(seconds) if seconds else "-", note])
+        body.append(cells("TOTAL", "", *(totals[k] for k in COUNTED), tokens,
+                           format_duration(seconds) if seconds else "-", note))
         headers = ["project", "provider", *COUNTED, "tokens", "agent time", "reason"]
         return "\n" + tabulate(body, headers=headers, tablefmt="simple")

@@ -5,8 +5,8 @@ offset where the last scan stopped: per file, the size, mtime, inode and offset 
 in the state DB with the per-day totals found so far. Corrupt lines and unreadable files
 are skipped and counted, never fatal.
 
-- claude: `stats-cache.json` `dailyModelTokens`, else `projects/**/*.jsonl` assistant lines
-  with `message.usage` (input + cache creation + output tokens).
+- claude: per day, `stats-cache.json` `dailyModelTokens` where it has that day, else
+  `projects/**/*.jsonl` assistant lines with `message.usage` (input + cache creation + output).
 - codex: `sessions/YYYY/MM/DD/*.jsonl` `token_count` events; per session last - first of
   `total_token_usage`, billable = (input - cached) + output + reasoning; the newest
   `rate_limits`.
@@ -64,28 +64,46 @@ def _scan(conn: sqlite3.Connection, path: Path, parse: Parse,
     """Bring one file's cached summary up to date, parsing only bytes not seen before.
 
     `parse(lines, summary)` folds complete lines into the summary and counts bad ones in
-    summary["bad"]; `fresh()` is an empty summary.
+    summary["bad"]; `fresh()` is an empty summary. The cache stops at the last newline; a
+    final line without one is folded into a copy only (see `_with_tail`).
     """
     st = path.stat()
     row = conn.execute("SELECT size, mtime_ns, inode, offset, summary FROM usage_files WHERE path = ?",
                        (str(path),)).fetchone()
-    if row and (row["size"], row["mtime_ns"], row["inode"]) == (st.st_size, st.st_mtime_ns, st.st_ino):
-        cached: dict[str, Any] = json.loads(row["summary"])
-        return cached
+    unchanged = row is not None and (row["size"], row["mtime_ns"], row["inode"]) == (
+        st.st_size, st.st_mtime_ns, st.st_ino)
     grown = row is not None and row["inode"] == st.st_ino and st.st_size >= row["offset"]
     summary: dict[str, Any] = json.loads(row["summary"]) if grown else fresh()
     offset: int = row["offset"] if grown else 0
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1  # a line still being written is left for next time
-    if end:
-        parse(data[:end].split(b"\n"), summary)
-    with state.write(conn):
-        conn.execute("INSERT OR REPLACE INTO usage_files (path, size, mtime_ns, inode, offset, summary) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, st.st_ino,
-                                                   offset + end, json.dumps(summary)))
-    return summary
+    data = b""
+    if st.st_size > offset:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    end = data.rfind(b"\n") + 1
+    if not unchanged:
+        if end:
+            parse(data[:end].split(b"\n"), summary)
+        with state.write(conn):
+            conn.execute("INSERT OR REPLACE INTO usage_files (path, size, mtime_ns, inode, offset, "
+                         "summary) VALUES (?, ?, ?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns,
+                                                                 st.st_ino, offset + end,
+                                                                 json.dumps(summary)))
+    return _with_tail(summary, data[end:], parse)
+
+
+def _with_tail(summary: dict[str, Any], tail: bytes, parse: Parse) -> dict[str, Any]:
+    """The summary plus a final line that has no newline (yet), if that line parses.
+
+    The tail is never cached: it is parsed again on top of the cached summary each time,
+    so a line that is later extended or terminated is still counted exactly once. A tail
+    that does not parse is a line still being written, not a bad line.
+    """
+    if not tail.strip():
+        return summary
+    with_tail: dict[str, Any] = json.loads(json.dumps(summary))
+    parse([tail], with_tail)
+    return with_tail if with_tail["bad"] == summary["bad"] else summary
 
 
 def _jsonl_files(root: Path) -> list[Path]:
@@ -142,26 +160,32 @@ def _claude_lines(lines: list[bytes], summary: dict[str, Any]) -> None:
 
 
 def read_claude(conn: sqlite3.Connection, data_path: Path) -> Reading:
+    """Per day, `stats-cache.json` where it has that day, else the projects' JSONL.
+
+    Claude Code rewrites the stats cache only now and then, so it often lacks today (and
+    the days since it was last computed); those days come from the session logs.
+    """
     reading = Reading()
-    stats = data_path / "stats-cache.json"
+    cached: dict[str, int] = {}
     try:
-        doc = json.loads(stats.read_text(encoding="utf-8"))
+        doc = json.loads((data_path / "stats-cache.json").read_text(encoding="utf-8"))
         for entry in doc.get("dailyModelTokens", []):
             tokens = sum(int(v) for v in (entry.get("tokensByModel") or {}).values())
-            reading.by_day[str(entry["date"])] = reading.by_day.get(str(entry["date"]), 0) + tokens
+            cached[str(entry["date"])] = cached.get(str(entry["date"]), 0) + tokens
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         reading.skipped_files += 1
-    if reading.by_day:
-        reading.source = "stats-cache.json"
-        return reading
     files = _scan_all(conn, _jsonl_files(data_path / "projects"), _claude_lines,
                       lambda: {"days": {}, "bad": 0}, reading)
+    logged: dict[str, int] = {}
     for _, summary in files:
         for day, tokens in summary["days"].items():
-            reading.by_day[day] = reading.by_day.get(day, 0) + tokens
-    reading.source = "projects/*.jsonl" if files else "none"
+            logged[day] = logged.get(day, 0) + tokens
+    reading.by_day = {**{d: n for d, n in logged.items() if d not in cached}, **cached}
+    sources = ["stats-cache.json"] if cached else []
+    sources += ["projects/*.jsonl"] if set(logged) - set(cached) else []
+    reading.source = " + ".join(sources) or ("projects/*.jsonl" if files else "none")
     return reading
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from nightshift_tasks.agents import (
     MAX_ARG_BYTES,
+    OUTPUT_BOUND,
+    Failure,
     PromptTooLong,
     Usage,
     augmented_path,
@@ -214,3 +216,45 @@ def test_a_long_prompt_reaches_a_command_by_file_or_stdin(env: Env, slot: list[s
         assert not any(Path(path).exists() for path, _ in used)
     else:
         assert not files.exists()
+# copilot 1.0.102's real stderr (exit 1): the error first, then advice the tail would keep.
+COPILOT_ADVICE = """
+To authenticate, you can use any of the following methods:
+  • Start 'copilot' and run the '/login' command
+  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
+  • Run 'gh auth login' to authenticate with the GitHub CLI
+"""
+COPILOT_NO_AUTH = """Error: No authentication information found.
+
+Copilot can be authenticated with GitHub using an OAuth Token or a Fine-Grained Personal Access Token.
+""" + COPILOT_ADVICE
+COPILOT_OFFLINE = """Error: Authentication token found but could not be validated.
+
+  Failed to fetch PAT user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+  Failed to fetch GitHub CLI user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+
+Your token may still be valid. Check your network connection and try again.
+""" + COPILOT_ADVICE
+
+
+def test_copilot_failures_are_classified_from_the_whole_output() -> None:
+    assert classify("copilot", COPILOT_NO_AUTH) == Failure(
+        "auth", "Error: No authentication information found.")
+    offline = classify("copilot", COPILOT_OFFLINE)
+    assert offline.kind == "transient"
+    assert offline.message == (
+        "Error: Authentication token found but could not be validated. (Failed to fetch PAT user "
+        "login: network fetch failed: request failed: error sending request for url "
+        "(https://api.github.com/copilot_internal/user))")
+
+
+def test_failure_reasons_are_one_bounded_line() -> None:
+    assert classify("claude", "").message == "no output"
+    assert classify("command", "starting\nwarming up\nfatal: repository gone\nbye").message == \
+        "fatal: repository gone"
+    assert classify("command", "a\nb\nTypeError: x is undefined\n    at f (a.js:1)").message == \
+        "TypeError: x is undefined"
+    assert classify("command", "one\r\ntwo\x1b[31m\ttail").message == "two [31m tail"
+    huge = "Error: " + "x" * 5000 + "\n" + "noise\n" * OUTPUT_BOUND + "429 Too Many Requests\n"
+    failure = classify("command", huge)
+    assert failure.kind == "transient" and len(failure.message) == 400
+    assert "\n" not in failure.message

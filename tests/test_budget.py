@@ -101,3 +101,22 @@ def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:
     # The latest five: 300, 200, 9000, 250, 260 -> median 260.
     assert budget.estimates(conn, "claude") == {"lint-fix": (260, 5)}
     assert budget.estimates(conn, "codex") == {}
+
+
+@pytest.mark.parametrize(("hours", "days"), [(72, 3), (6, 1), (-1, 1)])
+def test_codex_weekly_allowance_spreads_over_the_reported_reset(hours: int, days: int) -> None:
+    # The original's own cases (TestDaysUntilWeeklyReset_Codex): 72h -> 3, 6h -> 1, past -> 1.
+    # FRIDAY with a Monday week has 3 local days left; a reported reset must win over that.
+    limits = Reading(rate_limits={"secondary": {"used_percent": 30.0, "window_minutes": 10080,
+                                                "resets_at": int(FRIDAY.timestamp()) + hours * 3600}})
+    weekly = compute({**BASE, "mode": "weekly"}, "codex", limits, FRIDAY)
+    assert weekly.allowance == int(490_000 / days * 0.75 - 24_500)
+    assert f"/ {days} day(s) to the reported weekly reset" in weekly.equation
+
+
+def test_without_a_reported_reset_the_local_week_counts() -> None:
+    # The original's "zero reset time" case: no usable reset, so the local week (3 days here).
+    for limits in ({}, {"secondary": {"used_percent": 30.0, "resets_at": 0}},
+                   {"secondary": {"used_percent": 30.0, "resets_at": None}}):
+        weekly = compute({**BASE, "mode": "weekly"}, "codex", Reading(rate_limits=limits), FRIDAY)
+        assert "/ 3 day(s) to the local week" in weekly.equation

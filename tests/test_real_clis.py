@@ -183,12 +183,43 @@ COPILOT = r"""#!/bin/sh
 # Stand-in for `copilot -p ... --output-format json --usage-output-file F`: prints Copilot's
 # JSONL events and writes its usage report, in the shapes the real CLI uses.
 report=""
+if [ "$1" = --version ]; then
+  echo "GitHub Copilot CLI 1.0.102."; echo "Run 'copilot update' to check for updates."; exit 0
+fi
 while [ $# -gt 0 ]; do
   case "$1" in --usage-output-file) report="$2"; shift ;; -p) prompt="$2"; shift ;; esac
   shift
 done
 [ -n "$prompt" ] || prompt=$(cat)  # no -p: the prompt is on stdin
 printf '%s\n' "$prompt" >> "$RECORD.copilot"
+# Copilot's real failure output (1.0.102): its error first, then advice, on stderr, exit 1.
+case "$STANDIN_FAIL" in
+  auth) cat >&2 <<'ERR'
+Error: No authentication information found.
+
+Copilot can be authenticated with GitHub using an OAuth Token or a Fine-Grained Personal Access Token.
+
+To authenticate, you can use any of the following methods:
+  • Start 'copilot' and run the '/login' command
+  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
+  • Run 'gh auth login' to authenticate with the GitHub CLI
+ERR
+    exit 1 ;;
+  network) cat >&2 <<'ERR'
+Error: Authentication token found but could not be validated.
+
+  Failed to fetch PAT user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+  Failed to fetch GitHub CLI user login: network fetch failed: request failed: error sending request for url (https://api.github.com/copilot_internal/user)
+
+Your token may still be valid. Check your network connection and try again.
+
+To authenticate, you can use any of the following methods:
+  • Start 'copilot' and run the '/login' command
+  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
+  • Run 'gh auth login' to authenticate with the GitHub CLI
+ERR
+    exit 1 ;;
+esac
 case "$prompt" in
   *"# nightshift: plan phase"*) text='{\"description\": \"d\", \"steps\": [], \"files\": []}' ;;
   *"# nightshift: implement phase"*) text='{\"summary\": \"s\", \"files_modified\": []}' ;;
@@ -208,12 +239,16 @@ EOF
 """
 
 
-def copilot_config(env: Env) -> None:
+def copilot_standin(env: Env) -> Path:
     copilot = env.tmp / "copilot"
     copilot.write_text(COPILOT)
     copilot.chmod(0o755)
+    return copilot
+
+
+def copilot_config(env: Env) -> None:
     env.write_config({"providers": {"preference": ["copilot"], "command": {"enabled": False},
-                                    "copilot": {"binary": str(copilot)}}})
+                                    "copilot": {"binary": str(copilot_standin(env))}}})
 
 
 def test_copilot_adapter_reads_events_and_the_usage_report(env: Env) -> None:
@@ -262,3 +297,70 @@ def test_parallel_projects_stop_at_the_allowance(env: Env, stub: ApiStub) -> Non
                      f"{3 * per_task + 100:,} (claude)") == 5
     assert f"budget claude: {claude['used_today'] + 3 * per_task + 100:,} daily" in out
     assert f"this run used {3 * per_task:,}" in out
+
+
+def test_copilot_network_failure_is_retried_then_fails_over(env: Env) -> None:
+    """Copilot prints "network fetch failed" in the middle of its output, not at the end."""
+    env.projects(["alpha"])
+    env.write_config({"providers": {"preference": ["copilot", "command"], "copilot": {
+        "binary": str(copilot_standin(env)), "max_retries": 1, "retry_delay": "10ms"}}})
+    result = env.doit("run", STANDIN_FAIL="network")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = calls(env)
+    assert [(r["provider"], phase(r), r["outcome"]) for r in rows] == [
+        ("copilot", "plan", "transient"), ("copilot", "plan", "transient"),
+        ("command", "plan", "ok"), ("command", "implement", "ok"), ("command", "review", "ok")]
+    assert rows[0]["error"] == (
+        "exit 1: Error: Authentication token found but could not be validated. (Failed to fetch "
+        "PAT user login: network fetch failed: request failed: error sending request for url "
+        "(https://api.github.com/copilot_internal/user))")
+    assert summary_rows(result.stdout)["alpha"][:2] == ["copilot→command", "1"]
+
+
+def test_copilot_without_login_fails_with_its_own_error_on_one_row(env: Env) -> None:
+    env.projects(["alpha", "beta"])
+    env.write_config({"providers": {"preference": ["copilot"], "command": {"enabled": False},
+                                    "copilot": {"binary": str(copilot_standin(env))}}})
+    result = env.doit("run", "-n", "2", STANDIN_FAIL="auth")
+    assert result.returncode == 1
+    assert [(r["outcome"], r["error"]) for r in calls(env)] == [
+        ("auth", "exit 1: Error: No authentication information found.")] * 2
+    rows = summary_rows(result.stdout)
+    assert set(rows) == {"alpha", "beta", "TOTAL"}  # no row split by a newline
+    assert rows["alpha"][:6] == ["copilot", "0", "1", "0", "0", "0"]
+    assert rows["TOTAL"][:2] == ["0", "2"]
+    assert ("alpha:lint-fix: failed: planning failed: plan: copilot: exit 1: Error: No "
+            "authentication information found.; no other provider to fail over to") in result.stdout
+
+
+def doctor(env: Env, **extra: str) -> subprocess.CompletedProcess[str]:
+    home = env.tmp / "home-doctor"
+    home.mkdir(exist_ok=True)
+    unset = dict.fromkeys(("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                           "CODEX_API_KEY", "OPENAI_API_KEY", "COPILOT_GITHUB_TOKEN", "GH_TOKEN",
+                           "GITHUB_TOKEN", "COPILOT_PROVIDER_BASE_URL", "COPILOT_HOME",
+                           "GH_CONFIG_DIR"), "")
+    return subprocess.run([sys.executable, "-m", "nightshift_tasks", "doctor", f"config={env.config}"],
+                          env=env.environ(HOME=str(home), **{**unset, **extra}),
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_doctor_tells_which_clis_are_not_logged_in(env: Env, stub: ApiStub) -> None:
+    env.projects(["alpha"])
+    cli_config(env, stub, ["claude", "codex", "copilot"])
+    env.write_config({"providers": {"copilot": {"binary": str(copilot_standin(env))}}})
+    out = doctor(env)
+    assert out.returncode == 1, out.stdout
+    lines = out.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if line.split("] ")[1].startswith("login")] == [
+        "[WARN] login claude", "[WARN] login codex", "[WARN] login copilot"]
+    assert "[FAIL] providers: no enabled provider is logged in" in lines
+    assert "[OK] provider copilot: GitHub Copilot CLI 1.0.102." in lines
+    secrets = {"ANTHROPIC_API_KEY": "sk-ant-secret-1", "CODEX_API_KEY": "sk-secret-2",
+               "COPILOT_GITHUB_TOKEN": "github_pat_secret3"}
+    out = doctor(env, **secrets)
+    assert out.returncode == 0, out.stdout
+    assert "[OK] login claude: logged in (ANTHROPIC_API_KEY)" in out.stdout
+    assert "[OK] login codex: API key in $CODEX_API_KEY" in out.stdout
+    assert "[OK] login copilot: token in $COPILOT_GITHUB_TOKEN" in out.stdout
+    assert not any(secret in out.stdout + out.stderr for secret in secrets.values())

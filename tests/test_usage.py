@@ -162,3 +162,53 @@ def test_one_message_split_over_lines_counts_once(tmp_path: Path) -> None:
     reading = read_claude(conn, tmp_path)  # year 1 overflows west of UTC: a bad line, no crash
     assert reading.by_day["2026-11-28"] == 120
     assert reading.skipped_lines + len(reading.by_day) == 2
+
+
+def test_stale_stats_cache_leaves_the_missing_days_to_the_jsonl(tmp_path: Path) -> None:
+    # stats-cache.json was last computed on the 27th: the 28th must come from the logs, and
+    # the 27th from the cache alone (never both).
+    conn = state.connect(tmp_path / "s.db")
+    (tmp_path / "stats-cache.json").write_text(json.dumps({
+        "version": 2, "lastComputedDate": "2026-11-27",
+        "dailyModelTokens": [{"date": "2026-11-27", "tokensByModel": {"opus": 5000}}]}))
+    session = tmp_path / "projects" / "-w" / "s1.jsonl"
+    session.parent.mkdir(parents=True)
+    session.write_text(claude_line(local_iso("2026-11-27", 10), 700, 70)
+                       + claude_line(local_iso("2026-11-28", 1), 100, 10, 5))
+    reading = read_claude(conn, tmp_path)
+    assert reading.by_day == {"2026-11-27": 5000, "2026-11-28": 115}
+    assert reading.source == "stats-cache.json + projects/*.jsonl"
+    assert reading.since(AT.date(), AT.date()) == 115
+
+
+def test_a_final_line_without_newline_counts_once(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    session = tmp_path / "projects" / "-w" / "s1.jsonl"
+    session.parent.mkdir(parents=True)
+    first = claude_line(local_iso("2026-11-28", 1), 100, 10)
+    last = claude_line(local_iso("2026-11-28", 2), 20, 2).rstrip("\n")
+    session.write_text(first + last)  # the writer stopped without a final newline
+    for _ in range(2):  # the file no longer changes: counted, and counted once
+        reading = read_claude(conn, tmp_path)
+        assert reading.by_day == {"2026-11-28": 132} and reading.skipped_lines == 0
+    with session.open("a") as fh:
+        fh.write("\n")  # the line is terminated later
+    assert read_claude(conn, tmp_path).by_day == {"2026-11-28": 132}
+    with session.open("a") as fh:
+        fh.write(claude_line(local_iso("2026-11-28", 3), 1, 1)[:50])  # half of the next line
+    reading = read_claude(conn, tmp_path)
+    assert reading.by_day == {"2026-11-28": 132} and reading.skipped_lines == 0
+
+
+def test_a_final_line_later_extended_is_not_counted_twice(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    day = tmp_path / "sessions" / "2026" / "11" / "28"
+    day.mkdir(parents=True)
+    rollout = day / "rollout-a.jsonl"
+    rollout.write_text(codex_event(100, 0, 10, 0).rstrip("\n"))
+    assert read_codex(conn, tmp_path).by_day == {"2026-11-28": 110}
+    with rollout.open("a") as fh:  # the same line grows (whitespace), then a second event
+        fh.write("  \n" + codex_event(300, 0, 30, 0).rstrip("\n"))
+    assert read_codex(conn, tmp_path).by_day == {"2026-11-28": 330 - 110}
+    offset = conn.execute("SELECT offset FROM usage_files").fetchone()[0]
+    assert offset == rollout.stat().st_size - len(codex_event(300, 0, 30, 0).rstrip("\n"))
