@@ -1,9 +1,11 @@
 """Shared fixtures: real git repositories in temp dirs, a fake agent CLI that records
-every call, and a runner for the real `doit` command line."""
+every call, a runner for the real `doit` command line, and require_program for the programs
+the tests need beyond Python."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +18,43 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DODO = ROOT / "dodo.py"
+
+# Every program a test needs beyond Python, one "program debian-package" a line: .ci/run
+# installs the packages of the missing ones, and the README's "Run the tests" shows INSTALL.
+PACKAGES = dict(line.split() for line in (ROOT / "tests" / "programs.txt").read_text().splitlines())
+INSTALL = "sudo apt-get install -y " + " ".join(PACKAGES.values())
+# The reason of every skip for a program the platform cannot have starts with this.
+UNAVAILABLE = "unavailable on this platform: "
+# Set by .ci/run: on Debian every program can be installed, so such a skip is a failure there.
+REQUIRE_ALL = "NIGHTSHIFT_REQUIRE_ALL_PROGRAMS"
+
+
+def require_program(name: str, only_on: str | None = None) -> str:
+    """The path of `name`, else fail the test with one line saying how to install it (not a
+    FileNotFoundError deep in a subprocess call). `only_on` is the sys.platform prefix of the
+    platform that has it (e.g. "linux" for systemd): elsewhere the test is skipped."""
+    if name not in PACKAGES:
+        pytest.fail(f"require_program({name!r}): add `{name}` and its Debian package to "
+                    "tests/programs.txt and the README's install line", pytrace=False)
+    if only_on is not None and not sys.platform.startswith(only_on):
+        reason = f"{UNAVAILABLE}`{name}` exists only on {only_on}, this is {sys.platform}"
+        if os.environ.get(REQUIRE_ALL) == "1":
+            pytest.fail(f"{reason}; {REQUIRE_ALL}=1 allows no such skip", pytrace=False)
+        pytest.skip(reason)
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"needs `{name}`: install it with: {INSTALL}", pytrace=False)
+    return path
+
+
+def require_npm_cli(name: str) -> str:
+    """The path of a real agent CLI pinned in tests/npm, else fail the test with one line."""
+    path = ROOT / "tests" / "npm" / "node_modules" / ".bin" / name
+    if not path.exists():
+        pytest.fail(f"needs the pinned `{name}` CLI ({path} is missing): run `npm ci --prefix tests/npm`",
+                    pytrace=False)
+    return str(path)
+
 
 # A stand-in for an agent CLI. It speaks the loop's format (a JSON object per phase) and
 # behaves according to marker files in the project's own checkout (it runs in a worktree;
@@ -80,6 +119,7 @@ class Env:
     config: Path
 
     def repo(self, name: str, files: dict[str, str] | None = None) -> Path:
+        require_program("git")
         path = self.tmp / "repos" / name
         path.mkdir(parents=True)
         for rel, text in (files or {"README.md": f"# {name}\n"}).items():

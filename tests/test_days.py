@@ -12,6 +12,7 @@ from nightshift_tasks import state
 from nightshift_tasks.catalog import build_catalog, builtin_slugs
 from nightshift_tasks.config import load_config
 from nightshift_tasks.plan import build_plan
+from tests.conftest import require_program
 
 CONFIG = """
 projects: [{path: repo}]
@@ -30,6 +31,7 @@ tasks:
 
 
 def test_plan_follows_the_rules_across_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_program("git")
     (tmp_path / "repo").mkdir()
     subprocess.run(["git", "init", "-q"], cwd=tmp_path / "repo", check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q",

@@ -3,10 +3,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import Env
+from tests.conftest import Env, require_program
 
 
 def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
+    require_program("git")  # the demo makes its sample repositories with git
     result = subprocess.run([sys.executable, "-m", "nightshift_tasks", "demo"], env=env.environ(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

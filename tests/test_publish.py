@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, summary_rows
+from tests.conftest import Env, require_program, summary_rows
 
 FAKE_GH = Path(__file__).with_name("fake_gh.py")
 
 
 def git(cwd: Path, *args: str) -> str:
+    require_program("git")
     return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
                           cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 

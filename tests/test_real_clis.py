@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from nightshift_tasks import agents
-from tests.conftest import Env, max_overlap, summary_rows
+from tests.conftest import Env, max_overlap, require_npm_cli, require_program, summary_rows
 from tests.stubs import USAGE, ApiStub
-
-NPM_BIN = Path(__file__).resolve().parent / "npm" / "node_modules" / ".bin"
 
 
 @pytest.fixture
@@ -28,14 +26,16 @@ def stub() -> Iterator[ApiStub]:
 
 
 def cli_config(env: Env, stub: ApiStub, preference: list[str], **extra: dict[str, object]) -> None:
+    if "codex" in preference:
+        require_program("node")  # its launcher is a node script
     codex_provider = (f'model_providers.stub={{name="stub",base_url="{stub.url}/v1",'
                       'wire_api="responses",env_key="OPENAI_API_KEY"}')
     providers: dict[str, object] = {
         "preference": preference,
         "command": {"enabled": False},
-        "claude": {"binary": str(NPM_BIN / "claude"), "timeout": "90s", "max_retries": 1,
+        "claude": {"binary": require_npm_cli("claude"), "timeout": "90s", "max_retries": 1,
                    "retry_delay": "10ms", **extra.get("claude", {})},
-        "codex": {"binary": str(NPM_BIN / "codex"), "model": "stub-model", "timeout": "90s",
+        "codex": {"binary": require_npm_cli("codex"), "model": "stub-model", "timeout": "90s",
                   "extra_args": ["-c", 'model_provider="stub"', "-c", codex_provider],
                   "max_retries": 0, "retry_delay": "10ms", **extra.get("codex", {})},
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, require_program
 
 BEGIN = "# >>> nightshift-tasks (managed; do not edit) >>>"
 END = "# <<< nightshift-tasks <<<"
@@ -213,6 +213,7 @@ def test_every_value_is_shell_quoted_and_the_line_runs_under_sh(env: Env) -> Non
 
 def test_real_crontab_roundtrip(env: Env) -> None:
     """The real crontab binary (root's table in CI): saved first, restored in any case."""
+    require_program("crontab")
     config = env.tmp / "a dir" / "nightshift.yaml"
     config.parent.mkdir()
     config.write_text("schedule: {cron: '0 0 1 1 *', jitter: 1s}\nprojects: []\n")

@@ -10,6 +10,7 @@ import pytest
 
 from nightshift_tasks.catalog import build_catalog
 from nightshift_tasks.sources import TD_TEACHING, gather
+from tests.conftest import require_program
 
 CATALOG = build_catalog([])
 
@@ -41,6 +42,7 @@ def fake_cli(bin_dir: Path, name: str, output: object, exit_code: int = 0) -> Pa
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    require_program("git")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
