@@ -164,7 +164,7 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
         git.git(path, "fetch", "--quiet", settings["remote"], check=False)
     base, label = git.base_commit(path, spec["base_branch"], settings["remote"])
     worktree = Path(spec["worktrees_dir"]) / f"{spec['project']}--{spec['slug']}--{os.getpid()}"
-    git.add_worktree(path, worktree, base)
+    box = git.add_worktree(path, worktree, base)
     agent.cwd = str(worktree)
     try:
         result = run_loop(agent, brief)
@@ -178,9 +178,10 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
                 "run-started": state.stamp(started),
                 "tokens": int(state.attempt_usage(conn, agent.attempt_id)["tokens"])}
         try:
-            done = publish.publish(spec, conn, worktree, label, result, meta)
+            done = publish.publish(spec, conn, box, label, result, meta)
         except (git.GitError, publish.PublishError) as exc:
-            return dataclasses.replace(result, status="failed", error=f"publish failed: {exc}"), None
+            error = str(exc) if isinstance(exc, publish.Refused) else f"publish failed: {exc}"
+            return dataclasses.replace(result, status="failed", error=error), None
         _note(log, done.note)
         return result, done
     finally:

@@ -4,10 +4,13 @@ push. The user's own checkout is never touched: no checkout, reset, stash or ind
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 GIT_TIMEOUT = 300
@@ -15,16 +18,28 @@ CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
 FALLBACK_IDENTITY = ["-c", "user.name=nightshift", "-c", "user.email=nightshift@localhost"]
 OWNER = re.compile(r"^(?:[a-z+]+://)?(?:[^@/]+@)?[^:/]+[:/]+([^/]+)/[^/]+?(?:\.git)?/?$")
+# Every git call of nightshift's own runs no hook (the user's or one the agent wrote, as with
+# core.hooksPath=.husky: `--no-verify` does not skip post-commit or reference-transaction),
+# no fsmonitor command, no gpg signing and no background gc, and never enters a submodule:
+# the agent can turn a submodule's directory into a repository of its own, whose config git
+# would obey there (status and commit look inside; fetch and push can recurse). /dev/null
+# holds no hooks. Filter drivers, credential helpers and ssh stay: they come from the user's
+# config, which publishing checks the agent left alone (Worktree.tampered).
+SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "commit.gpgsign=false",
+        "-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "diff.ignoreSubmodules=all",
+        "-c", "submodule.recurse=false", "-c", "fetch.recurseSubmodules=false",
+        "-c", "push.recurseSubmodules=no"]
 
 
 class GitError(Exception):
     pass
 
 
-def git(cwd: str | Path, *args: str, check: bool = True) -> str:
+def git(cwd: str | Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
     """Run git without a shell; its stdout, or GitError with its own message."""
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False)
+    proc = subprocess.run(["git", *SAFE, *args], cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
+                          env=None if env is None else {**os.environ, **env})
     if check and proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
         raise GitError(f"git {args[0]}: {detail[-1] if detail else f'exit {proc.returncode}'}")
@@ -51,53 +66,103 @@ def base_commit(path: str, configured: str | None, remote: str) -> tuple[str, st
     raise GitError(f"base branch {configured!r} not found locally or on {remote}")
 
 
-def add_worktree(path: str, worktree: Path, start: str) -> None:
+def _fingerprint(path: Path) -> str | None:
+    """What a file is now: missing (None), a symlink's target, or a digest of its bytes."""
+    try:
+        if path.is_symlink():
+            return f"symlink to {os.readlink(path)}"
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a directory in place of the file, say
+        return f"unreadable: {exc.strerror}"
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """A worktree as nightshift made it. The agent owns the checkout, including the `.git`
+    file that says where the repository is, so nightshift's own git calls there name the git
+    dirs it recorded before the agent started, and publishing first checks that the files
+    steering git (that `.git` file, the repository's config, the worktree's config) are
+    unchanged: an agent that rewrites them could make git run its commands outside the box."""
+
+    path: Path
+    git_dir: Path  # <common dir>/worktrees/<name>
+    common_dir: Path
+    guarded: dict[Path, str | None]  # file -> its fingerprint when the worktree was made
+
+    def git(self, *args: str, check: bool = True) -> str:
+        return git(self.path, *args, check=check, env={
+            "GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir),
+            "GIT_WORK_TREE": str(self.path)})
+
+    def tampered(self) -> Path | None:
+        """The first guarded file that is not as nightshift left it, or None."""
+        return next((f for f, seen in self.guarded.items() if _fingerprint(f) != seen), None)
+
+
+def add_worktree(path: str, worktree: Path, start: str) -> Worktree:
     """A fresh worktree at `start`, detached: the task's branch moves only when a passed
-    review is committed, so failed work never touches it."""
+    review is committed, so failed work never touches it. Its git dirs are asked of git
+    before the agent can touch anything."""
     worktree.parent.mkdir(parents=True, exist_ok=True)
     git(path, "worktree", "add", "--force", "--detach", str(worktree), start)
+    git_dir, common_dir = map(Path, git(worktree, "rev-parse", "--path-format=absolute", "--git-dir",
+                                        "--git-common-dir").splitlines())
+    files = [worktree / ".git", common_dir / "config", git_dir / "config.worktree"]
+    return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files})
 
 
 def _quietly(cwd: str, *args: str) -> None:
     """A cleanup command whose output nobody needs: no pipes to wait on (a background
     process git left behind may hold them), and a bounded wait."""
     with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        subprocess.run(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.run(["git", *SAFE, *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=CLEANUP_TIMEOUT, check=False)
 
 
 def remove_worktree(path: str, worktree: Path) -> None:
-    """Drop the worktree (the branch stays). Leftovers of a crash are pruned next run."""
-    _quietly(path, "worktree", "remove", "--force", str(worktree))
+    """Drop the worktree (the branch stays), files first: git refuses to remove a worktree
+    whose `.git` file the agent rewrote, but forgets a missing one. Leftovers of a crash are
+    pruned next run."""
     shutil.rmtree(worktree, ignore_errors=True)
+    _quietly(path, "worktree", "remove", "--force", str(worktree))
+
+
+def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
+    """A worktree of nightshift's (named <project>--<task>--<pid>) whose process is gone."""
+    pid = entry.name.rsplit("--", 1)[-1]
+    return pid.isdigit() and not alive(int(pid))
 
 
 def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:
-    """Remove worktrees whose process is gone (named <project>--<task>--<pid>), and let each
-    repository forget them. Returns what was removed."""
-    removed = []
-    for entry in sorted(worktrees.iterdir()) if worktrees.is_dir() else []:
-        pid = entry.name.rsplit("--", 1)[-1]
-        if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    if removed:
-        for repo in repos:
-            _quietly(repo, "worktree", "prune")
+    """Remove worktrees whose process is gone, and make each repository forget them, even a
+    registration that a kill during `git worktree add` left "locked initializing" (`git
+    worktree prune` keeps those forever). Returns what was removed."""
+    removed = [e for e in sorted(worktrees.iterdir()) if _orphaned(e, alive)] if worktrees.is_dir() else []
+    for entry in removed:
+        shutil.rmtree(entry, ignore_errors=True)
+    ours = worktrees.resolve()
+    for repo in repos:
+        for block in git(repo, "worktree", "list", "--porcelain", check=False).split("\n\n"):
+            entry = Path(block.split("\n", 1)[0].removeprefix("worktree "))
+            if entry.parent == ours and _orphaned(entry, alive):
+                _quietly(repo, "worktree", "remove", "--force", "--force", str(entry))
+                removed += [] if worktrees / entry.name in removed else [worktrees / entry.name]
     return removed
 
 
-def has_changes(worktree: Path) -> bool:
-    return bool(git(worktree, "status", "--porcelain", "--untracked-files=all"))
+def has_changes(worktree: Worktree) -> bool:
+    return bool(worktree.git("status", "--porcelain", "--untracked-files=all"))
 
 
-def commit_to_branch(worktree: Path, branch: str, message: str) -> str:
+def commit_to_branch(worktree: Worktree, branch: str, message: str) -> str:
     """Commit everything in the worktree and point `branch` at it; returns the commit."""
-    git(worktree, "add", "--all")
-    identity = [] if git(worktree, "config", "user.email", check=False) else FALLBACK_IDENTITY
-    git(worktree, *identity, "commit", "--quiet", "--no-verify", "-m", message)
-    commit = git(worktree, "rev-parse", "HEAD")
-    git(worktree, "update-ref", "-m", "nightshift: task commit", f"refs/heads/{branch}", commit)
+    worktree.git("add", "--all")
+    identity = [] if worktree.git("config", "user.email", check=False) else FALLBACK_IDENTITY
+    worktree.git(*identity, "commit", "--quiet", "--no-verify", "-m", message)
+    commit = worktree.git("rev-parse", "HEAD")
+    worktree.git("update-ref", "-m", "nightshift: task commit", f"refs/heads/{branch}", commit)
     return commit
 
 
@@ -111,11 +176,11 @@ def remote_owner(path: str, remote: str) -> str | None:
     return match.group(1) if match else None
 
 
-def push(worktree: Path, remote: str, branch: str) -> None:
+def push(worktree: Worktree, remote: str, branch: str) -> None:
     """Push the branch, replacing an earlier nightshift version of it but nothing newer."""
-    git(worktree, "fetch", "--quiet", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-        check=False)
-    known = git(worktree, "rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}",
-                check=False)
-    git(worktree, "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{known}", remote,
-        f"HEAD:refs/heads/{branch}")
+    worktree.git("fetch", "--quiet", remote,
+                 f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", check=False)
+    known = worktree.git("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}",
+                         check=False)
+    worktree.git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{known}", remote,
+                 f"HEAD:refs/heads/{branch}")

@@ -5,9 +5,12 @@ task's one PR. Analysis-style tasks leave a findings report. Failed work publish
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
-import shutil
+import os
 import sqlite3
+import stat
 import subprocess
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -19,6 +22,7 @@ from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
+MAX_REPORT_BYTES = 1 << 20
 GH_TIMEOUT = 120
 CREDIT = "_Opened by [nightshift-tasks](https://pypi.org/project/nightshift-tasks/): overnight " \
          "maintenance by an AI agent, reviewed by a second pass before this PR._"
@@ -26,6 +30,10 @@ CREDIT = "_Opened by [nightshift-tasks](https://pypi.org/project/nightshift-task
 
 class PublishError(Exception):
     pass
+
+
+class Refused(PublishError):
+    """The agent changed what steers nightshift's own git calls: nothing of it is published."""
 
 
 @dataclass(frozen=True)
@@ -94,15 +102,53 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection) -> str | None:
     return None
 
 
+def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:
+    """At most `limit` bytes of the file root/parts[0]/..., None if it is missing.
+
+    The agent made it, and a symlink on the way could lead anywhere outside the worktree,
+    a FIFO would block and a hard link shares an outside file's bytes: each step is opened
+    without following symlinks, and anything but a regular file of one link raises OSError.
+    """
+    with contextlib.ExitStack() as opened:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        opened.callback(os.close, fd)
+        for i, part in enumerate(parts):
+            flags = os.O_NONBLOCK if i == len(parts) - 1 else os.O_DIRECTORY
+            try:
+                fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | flags, dir_fd=fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                why = {errno.ELOOP: "is a symlink", errno.ENOTDIR: "lies under a symlink or a file"}
+                if exc.errno in why:
+                    raise OSError(exc.errno, f"{'/'.join(parts)} {why[exc.errno]}") from None
+                raise
+            opened.callback(os.close, fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(errno.EPERM, f"{'/'.join(parts)} is not a regular file of its own")
+        with open(os.dup(fd), "rb") as fh:
+            return fh.read(limit)
+
+
 def save_report(spec: dict[str, Any], worktree: Path, result: LoopResult) -> Path:
-    """The findings: the report the agent wrote in the worktree, else its reply."""
-    written = worktree / ".nightshift" / "reports" / f"{spec['slug']}.md"
+    """The findings: the report the agent wrote in the worktree (at most MAX_REPORT_BYTES),
+    else its reply."""
     target: Path = Path(spec["reports_dir"]) / spec["project"] / f"{spec['slug']}-{date.today()}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if written.is_file():
-        shutil.copyfile(written, target)
+    fallback = f"# {spec['name']}: {spec['project']}\n\n{result.summary}\n"
+    try:
+        written = read_inside(worktree, (".nightshift", "reports", f"{spec['slug']}.md"),
+                              MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        written = None
+        fallback += f"\n(nightshift ignored the agent's report file: {exc.strerror})\n"
+    if written is None:
+        target.write_text(fallback, encoding="utf-8")
+    elif len(written) > MAX_REPORT_BYTES:
+        target.write_bytes(written[:MAX_REPORT_BYTES] + b"\n\n(cut short by nightshift)\n")
     else:
-        target.write_text(f"# {spec['name']}: {spec['project']}\n\n{result.summary}\n", encoding="utf-8")
+        target.write_bytes(written)
     return target
 
 
@@ -137,13 +183,17 @@ def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str,
     return f"PR {action}: {url}"
 
 
-def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: Path, base: str,
+def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, base: str,
             result: LoopResult, meta: dict[str, Any]) -> Published:
-    """Only for a completed task (its review passed)."""
+    """Only for a completed task (its review passed), and only if the agent left alone the
+    files that steer git."""
     settings, branch = spec["publish"], branch_name(spec)
+    changed = worktree.tampered()
+    if changed:
+        raise Refused(f"publish refused: the agent changed {changed}")
     report = None
     if spec["category"] in REPORT_CATEGORIES:
-        report = save_report(spec, worktree, result)
+        report = save_report(spec, worktree.path, result)
         if reports_only(spec):
             return Published(f"report: {report}", str(report))
     if not git.has_changes(worktree):
