@@ -7,50 +7,32 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import plistlib
 import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from nightshift_tasks import window as windows
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.durations import parse_duration
-from nightshift_tasks.paths import HOME_ENV, nightshift_home
+from nightshift_tasks.paths import CONFIG_ENV, HOME_ENV, nightshift_home
+from nightshift_tasks.schedule_files import Command, Job, backend_files, read_command
 
 EXIT_USAGE = 2
 BEGIN = "# >>> nightshift-tasks (managed; do not edit) >>>"
 END = "# <<< nightshift-tasks <<<"
 CRONTAB_ENV = "NIGHTSHIFT_CRONTAB"
-UNIT = "nightshift-tasks"
-LABEL = "com.nightshift-tasks.agent"
-FIELDS = (("Minute", 0, 59), ("Hour", 0, 23), ("Day", 1, 31), ("Month", 1, 12), ("Weekday", 0, 7))
-DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-NAMES = {3: ["", "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-         4: [d.lower() for d in DAYS]}  # cron's names, each at its number
+ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 NOT_CRON = ("cannot be expressed as a cron schedule; use a divisor of an hour (5m, 10m, 15m, 20m, 30m), "
             "of a day (1h, 2h, 3h, 4h, 6h, 8h, 12h), 24h or 7d, or set schedule.cron")
-Fields = list[list[int] | None]  # per cron field its values; None where any value matches
 
 
 class Unsupported(Exception):
     """A failure outside the config (crontab not runnable, a hand-broken block): exit 1."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What every backend writes: when, which argv with which environment, where output goes."""
-
-    cron: str | None  # five fields; None only for a launchd StartInterval
-    interval: int | None  # seconds, when the schedule came from schedule.interval
-    jitter: int
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    source: str  # names the config (or variable) in translation errors
 
 
 def interval_cron(seconds: float, schedule: dict[str, object]) -> str | None:
@@ -94,64 +76,18 @@ def make_job(config: Config, workers: int, backend: str) -> Job:
     else:
         raise fail("schedule", "neither cron nor interval is set; set schedule.cron (e.g. \"0 2 * * *\") "
                                "or schedule.interval (e.g. 24h) to install a schedule")
-    env = {"PATH": os.environ.get("PATH", os.defpath)}
-    if os.environ.get(HOME_ENV):
-        env[HOME_ENV] = os.path.abspath(nightshift_home())
+    # Everything the run resolves from this shell is pinned: its home, its config and the
+    # NIGHTSHIFT_<SECTION>_<KEY> overrides that shaped it, so cron sees what `run` here sees.
     config_path = os.path.abspath(config.path)
-    argv = [sys.executable, "-m", "nightshift_tasks", "run", "-n", str(workers), f"config={config_path}"]
+    env = {"PATH": os.environ.get("PATH", os.defpath), HOME_ENV: os.path.abspath(nightshift_home()),
+           CONFIG_ENV: config_path}
+    env.update(sorted((name, os.environ[name]) for name in (v[1:] for v in config.env_keys.values())))
+    argv = [sys.executable, "-m", "nightshift_tasks", "run", "-n", str(workers)]
     log = Path(os.path.abspath(nightshift_home())) / "logs" / "cron.log"
     if any(c in v for v in [*argv, *env.values(), str(log)] for c in "\r\n"):
         raise Unsupported("a path or PATH contains a line break, which no crontab line or unit file holds")
     return Job(cron, interval, int(parse_duration(schedule.get("jitter") or "0s")), argv, env, log,
                config.env_keys.get("schedule.cron", config_path))
-
-
-def parse_cron(job: Job, target: str) -> Fields:
-    """Expand the five fields to value lists, for backends that have no cron syntax of their own."""
-    def bad(why: str) -> ConfigError:
-        return ConfigError([f"config error: {job.source}: schedule.cron: {job.cron!r} cannot be "
-                            f"translated for {target}: {why}"])
-
-    def number(text: str, index: int) -> int:
-        if text.isdigit():
-            return int(text)
-        if text and text in NAMES.get(index, []):
-            return NAMES[index].index(text)
-        raise bad(f"{text!r} is not a number")
-
-    fields: Fields = []
-    for index, text in enumerate(str(job.cron).lower().split()):
-        name, low, high = FIELDS[index]
-        values: set[int] = set()
-        for item in text.split(","):
-            span, _, step = item.partition("/")
-            first, _, last = span.partition("-")
-            start = low if span == "*" else number(first, index)
-            end = high if span == "*" or (step and not last) else number(last or first, index)
-            if not low <= start <= end <= high or (step and (not step.isdigit() or int(step) < 1)):
-                raise bad(f"{item!r} is not a {name.lower()} range within {low}-{high}")
-            values.update(range(start, end + 1, int(step or 1)))
-        values = {v % 7 for v in values} if index == 4 else values
-        full = set(range(low, 7 if index == 4 else high + 1))
-        fields.append(None if values == full else sorted(values))
-    if fields[2] is not None and fields[4] is not None:
-        raise bad("day of month and day of week are both restricted (cron runs on either); restrict one")
-    return fields
-
-
-def on_calendar(fields: Fields) -> str:
-    """systemd's OnCalendar= for the same times, e.g. `*-*-* 00/2:00:00` or `Mon *-*-* 00:00:00`."""
-    def spec(values: list[int] | None, high: int) -> str:
-        if values is None:
-            return "*"
-        step = values[1] - values[0] if len(values) > 1 else 0
-        if step and values == list(range(values[0], high + 1, step)):
-            return f"{values[0]:02d}/{step}"
-        return ",".join(f"{v:02d}" for v in values)
-
-    minute, hour, day, month, weekday = fields
-    days = ",".join(DAYS[d] for d in weekday) + " " if weekday else ""
-    return f"{days}*-{spec(month, 12)}-{spec(day, 31)} {spec(hour, 23)}:{spec(minute, 59)}:00"
 
 
 def cron_line(job: Job) -> str:
@@ -203,31 +139,83 @@ def split_table(text: str) -> tuple[list[str], int | None, list[str]]:
     return kept, at, block
 
 
-def installed_workers() -> int | None:
-    """The `-n` of the installed crontab entry, so `status` checks everything else by default."""
+def read_line(line: str) -> Command | None:
+    """What our crontab line runs (`cron_line` reversed), None for a line it did not make."""
+    command = line.split(" ", 5)[-1].replace("\\%", "%")
+    if command.startswith("sleep $(("):
+        command = command.partition("; ")[2]
     try:
-        _, _, block = split_table(run_crontab("-l"))
-    except Unsupported:
+        words = shlex.split(command)
+    except ValueError:
         return None
-    found = re.search(r" run -n (\d+) ", " ".join(block))
-    return int(found.group(1)) if found else None
+    pairs = list(itertools.takewhile(ENV_WORD.match, words))
+    rest = words[len(pairs):]
+    if len(rest) < 4 or rest[-3] != ">>" or rest[-1] != "2>&1" or "\\%" in command:
+        return None
+    return Command({k: v for k, _, v in (p.partition("=") for p in pairs)}, rest[:-3], rest[-2])
 
 
-def crontab_action(action: str, job: Job | None) -> int:
+@dataclass(frozen=True)
+class Current:
+    """What a backend has installed: anything at all, what it runs (None when unreadable), and
+    whether a job would be written exactly as it is."""
+
+    present: bool
+    command: Command | None
+    matches: Callable[[Job], bool]
+
+    def changes(self, job: Job) -> list[str]:
+        """Each setting `job` would change as `name old -> new`, then `the schedule` when the rest
+        differs too (what `job` renders with the installed settings is not what is there)."""
+        if self.matches(job):
+            return []
+        if self.command is None:
+            return ["the whole entry (unreadable or incomplete)"]
+        before, after = self.command.settings(), Command(job.env, job.argv, str(job.log)).settings()
+        found = [f"{k} {before.get(k, '(unset)')} -> {after.get(k, '(unset)')}"
+                 for k in dict.fromkeys([*after, *before]) if before.get(k) != after.get(k)]
+        same = self.matches(replace(job, env=self.command.env, argv=self.command.argv,
+                                    log=Path(self.command.log)))
+        return found + ([] if same else ["the schedule"])
+
+    def workers(self) -> int | None:
+        """The installed `-n`, which a reinstall or status keeps unless `-n` is given."""
+        found = self.command.settings().get("-n", "") if self.command else ""
+        return int(found) if found.isdigit() and int(found) else None
+
+
+def current(backend: str, table: str) -> Current:
+    """Read what is installed: our crontab block (from `table`) or the unit or plist files."""
+    if backend == "crontab":
+        _, at, block = split_table(table)
+        return Current(at is not None, read_line(block[0]) if len(block) == 1 else None,
+                       lambda job: [cron_line(job)] == block)
+    paths = backend_files(backend, None)
+    files = {p: p.read_bytes() for p in paths if p.is_file()}
+    return Current(bool(files), read_command(backend, files) if len(files) == len(paths) else None,
+                   lambda job: backend_files(backend, job) == files)
+
+
+def differs(where: str, now: Current, job: Job, hint: str) -> str:
+    """The one line that ends `status` (and that `doctor` shows) for an entry that differs."""
+    return (f"nightshift-tasks is installed {where} but differs from what `cron install` would write "
+            f"now (installed -> this shell: {'; '.join(now.changes(job))}); run `{hint}` to update")
+
+
+def crontab_action(action: str, job: Job | None, table: str, now: Current, note: list[str]) -> int:
     """Install, remove or check our block, leaving every other line of the table as it was."""
-    table = run_crontab("-l")
     kept, at, block = split_table(table)
     line = cron_line(job) if job else ""
     if action == "status":
+        assert job is not None
         if at is None:
             print("nightshift-tasks is not installed in the crontab; run `nightshift-tasks cron install`")
             return 1
-        if block == [line]:
-            print(f"nightshift-tasks is installed in the crontab and up to date:\n{line}")
+        if now.matches(job):
+            print(f"{line}\nnightshift-tasks is installed in the crontab and up to date")
             return 0
-        print("nightshift-tasks is installed in the crontab but differs from what `cron install` would "
-              "write now (with these options); run it again to update.\ninstalled:\n"
-              + "\n".join(block) + f"\nexpected:\n{line}")
+        print("installed:\n" + "\n".join(block) + f"\nexpected:\n{line}\n"
+              + differs("in the crontab", now, job, "nightshift-tasks cron install"))
         return 1
     if action == "install":
         assert job is not None
@@ -238,65 +226,27 @@ def crontab_action(action: str, job: Job | None) -> int:
         kept[place:place] = [f"{BEGIN}\n", f"{line}\n", f"{END}\n"]
     if "".join(kept) != table:  # an emptied table is removed, as if we had never been there
         run_crontab("-" if kept else "-r", text="".join(kept))
-    print(f"installed in the crontab:\n{line}" if job else
+    print("\n".join(["installed in the crontab:", line, *note]) if job else
           "removed from the crontab" if at is not None else "was not in the crontab; nothing to remove")
     return 0
 
 
-def systemd_quote(value: str, dollar: bool) -> str:
-    """One word for a unit file: C-style quoted, `%` specifiers (and `$` in ExecStart) escaped."""
-    text = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    return '"' + (text.replace("$", "$$") if dollar else text) + '"'
-
-
-def backend_files(backend: str, job: Job | None) -> dict[Path, bytes]:
-    """The unit or plist files with their content (empty content when only the paths are needed)."""
-    if backend == "systemd":
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "systemd" / "user"
-        service, timer = base / f"{UNIT}.service", base / f"{UNIT}.timer"
-        if job is None:
-            return {service: b"", timer: b""}
-        log = str(job.log).replace("%", "%%")
-        env = "".join(f"Environment={systemd_quote(f'{k}={v}', False)}\n" for k, v in job.env.items())
-        return {service: (
-            f"[Unit]\nDescription=nightshift-tasks maintenance run\n\n[Service]\nType=oneshot\n{env}"
-            f"ExecStart={' '.join(systemd_quote(a, True) for a in job.argv)}\n"
-            f"StandardOutput=append:{log}\nStandardError=append:{log}\n").encode(),
-            timer: (
-            f"[Unit]\nDescription=Run nightshift-tasks on its schedule\n\n[Timer]\n"
-            f"OnCalendar={on_calendar(parse_cron(job, 'systemd'))}\nPersistent=true\n"
-            + (f"RandomizedDelaySec={job.jitter}\n" if job.jitter else "")
-            + "\n[Install]\nWantedBy=timers.target\n").encode()}
-    plist = Path.home() / "Library" / "LaunchAgents" / f"{LABEL}.plist"
-    if job is None:
-        return {plist: b""}
-    data: dict[str, object] = {
-        "Label": LABEL, "ProgramArguments": job.argv, "EnvironmentVariables": job.env, "RunAtLoad": True,
-        "StandardOutPath": str(job.log), "StandardErrorPath": str(job.log)}
-    fields = parse_cron(job, "launchd") if job.cron else None
-    if fields is None or fields == [None] * 5:
-        data["StartInterval"] = job.interval or 60
-    else:
-        named = [(name, values) for (name, _, _), values in zip(FIELDS, fields, strict=True) if values]
-        times = [dict(zip([n for n, _ in named], combo, strict=True))
-                 for combo in itertools.product(*[v for _, v in named])]
-        data["StartCalendarInterval"] = times[0] if len(times) == 1 else times
-    return {plist: plistlib.dumps(data)}
-
-
-def files_action(action: str, backend: str, job: Job | None) -> int:
+def files_action(action: str, backend: str, job: Job | None, now: Current, note: list[str]) -> int:
     """Install, remove or check the unit or plist files; the service manager is left to the user."""
     files = backend_files(backend, job)
     if action == "status":
+        assert job is not None
         states = {p: "missing" if not p.is_file() else "up to date" if p.read_bytes() == c else "different"
                   for p, c in files.items()}
         print("\n".join(f"{p}: {s}" for p, s in states.items()))
-        if set(states.values()) == {"up to date"}:
+        hint = f"nightshift-tasks cron install --{backend}"
+        if "missing" in states.values():
+            print(f"nightshift-tasks is not installed for {backend}; run `{hint}`")
+        elif now.matches(job):
             print(f"nightshift-tasks is installed for {backend} and up to date")
             return 0
-        what = "not installed" if "missing" in states.values() else (
-            "installed but differs from what `cron install` would write now (with these options)")
-        print(f"nightshift-tasks is {what} for {backend}; run `nightshift-tasks cron install --{backend}`")
+        else:
+            print(differs(f"for {backend}", now, job, hint))
         return 1
     for path, content in files.items():
         if job is None:
@@ -308,6 +258,8 @@ def files_action(action: str, backend: str, job: Job | None) -> int:
             print(f"wrote {path}")
     if job is not None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
+        if note:
+            print("\n".join(note))
     if backend == "systemd":
         print("then run: systemctl --user daemon-reload" + (
             " && systemctl --user enable --now nightshift-tasks.timer" if job else ""))
@@ -335,15 +287,22 @@ def main(argv: list[str]) -> int:
     where.add_argument("--systemd", dest="backend", action="store_const", const="systemd", default="crontab")
     where.add_argument("--launchd", dest="backend", action="store_const", const="launchd")
     parser.add_argument("-n", type=positive, metavar="K",
-                        help="doit workers per run (default 1; status: the installed entry's)")
+                        help="doit workers per run (default: the installed entry's, else 1)")
     opts = parser.parse_args(args)
     try:
-        workers = opts.n or (installed_workers() if opts.action == "status" else None) or 1
-        job = None if opts.action == "uninstall" else make_job(
-            open_config(variables.get("config"), Path.cwd()), workers, opts.backend)
+        config = None if opts.action == "uninstall" else open_config(variables.get("config"), Path.cwd())
+        table = run_crontab("-l") if opts.backend == "crontab" else ""
+        now = current(opts.backend, table)
+        kept = None if opts.n else now.workers()
+        job = None if config is None else make_job(config, opts.n or kept or 1, opts.backend)
+        note = []
+        if job is not None and opts.action == "install" and now.present:  # say what was kept and changed
+            changes = now.changes(job)
+            note = ([f"kept from the installed entry: -n {kept}"] if kept else []) + [
+                f"changed: {'; '.join(changes)}" if changes else "nothing changed"]
         if opts.backend == "crontab":
-            return crontab_action(opts.action, job)
-        return files_action(opts.action, opts.backend, job)
+            return crontab_action(opts.action, job, table, now, note)
+        return files_action(opts.action, opts.backend, job, now, note)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return EXIT_USAGE

@@ -16,6 +16,7 @@ from tabulate import tabulate
 from nightshift_tasks import agents, auth, guard, runlock, state
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.schedule_files import backend_files
 from nightshift_tasks.text import cells
 
 EXIT_USAGE = 2
@@ -117,8 +118,10 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
 
 
 def cron_check(config: Config) -> tuple[str, str, str]:
-    """The crontab entry, as `cron status` sees it: installed and matching the config."""
-    out = subprocess.run([sys.executable, "-m", "nightshift_tasks", "cron", "status",
+    """The schedule as `cron status` sees it (the systemd or launchd files when they are there):
+    installed, and running with this shell's config and home."""
+    backend = [f"--{b}" for b in ("systemd", "launchd") if any(p.is_file() for p in backend_files(b, None))]
+    out = subprocess.run([sys.executable, "-m", "nightshift_tasks", "cron", "status", *backend[:1],
                           f"config={config.path}"], capture_output=True, text=True, timeout=60,
                          stdin=subprocess.DEVNULL, check=False)
     detail = (out.stdout.strip() or out.stderr.strip() or "no answer").splitlines()[-1]

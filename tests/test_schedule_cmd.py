@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import Env, require_program
 
@@ -38,27 +39,36 @@ def table(env: Env) -> Path:
     return env.tmp / "crontab.txt"
 
 
-def cron(env: Env, *args: str, config: Path | None = None, real: bool = False,
-         **extra: str) -> subprocess.CompletedProcess[str]:
+def shell(env: Env, real: bool = False, **extra: str) -> dict[str, str]:
+    """The user's shell: HOME in the tmp dir, the stand-in crontab unless `real`; a variable
+    given as "" is unset."""
     fake = env.tmp / "fake-crontab"
     fake.write_text(FAKE_CRONTAB)
     fake.chmod(0o755)
     variables = {} if real else {"NIGHTSHIFT_CRONTAB": str(fake), "FAKE_CRONTAB": str(table(env))}
+    merged = {**env.environ(HOME=str(env.tmp / "user")), **variables, **extra}
+    return {k: v for k, v in merged.items() if v}
+
+
+def cron(env: Env, *args: str, config: Path | None = None, real: bool = False,
+         **extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "nightshift_tasks", "cron", *args, f"config={config or env.config}"]
     return subprocess.run(cmd, cwd=env.tmp, capture_output=True, text=True, timeout=60,
-                          env={**env.environ(HOME=str(env.tmp / "user")), **variables, **extra})
+                          env=shell(env, real, **extra))
 
 
 def schedule(env: Env, **keys: Any) -> Path:
     return env.write_config({"schedule": keys})
 
 
-def expected_line(env: Env, fields: str, workers: int = 1, config: Path | None = None) -> str:
+def expected_line(env: Env, fields: str, workers: int = 1, config: Path | None = None,
+                  home: Path | None = None) -> str:
     """The entry written by hand from the spec, to compare the generated one with."""
-    words = [f"PATH={shlex.quote(os.environ['PATH'])}", f"NIGHTSHIFT_HOME={shlex.quote(str(env.home))}",
-             shlex.quote(sys.executable), "-m", "nightshift_tasks", "run", "-n", str(workers),
-             shlex.quote(f"config={config or env.config}"), ">>",
-             shlex.quote(str(env.home / "logs" / "cron.log")), "2>&1"]
+    home = home or env.home
+    words = [f"PATH={shlex.quote(os.environ['PATH'])}", f"NIGHTSHIFT_HOME={shlex.quote(str(home))}",
+             f"NIGHTSHIFT_CONFIG={shlex.quote(str(config or env.config))}",
+             shlex.quote(sys.executable), "-m", "nightshift_tasks", "run", "-n", str(workers), ">>",
+             shlex.quote(str(home / "logs" / "cron.log")), "2>&1"]
     return f"{fields} {' '.join(words)}".replace("%", "\\%")
 
 
@@ -151,6 +161,11 @@ def test_uninstall_removes_only_our_block(env: Env) -> None:
     assert not table(env).exists()  # nothing else was there: the table is removed, as before
 
 
+def differs(where: str, changes: str, hint: str = "nightshift-tasks cron install") -> str:
+    return (f"nightshift-tasks is installed {where} but differs from what `cron install` would write now "
+            f"(installed -> this shell: {changes}); run `{hint}` to update\n")
+
+
 def test_status_says_whether_installed_and_up_to_date(env: Env) -> None:
     schedule(env, interval="2h")
     missing = cron(env, "status")
@@ -160,14 +175,18 @@ def test_status_says_whether_installed_and_up_to_date(env: Env) -> None:
     line = expected_line(env, "0 */2 * * *")
     same = cron(env, "status")
     assert (same.returncode, same.stdout) == (
-        0, f"nightshift-tasks is installed in the crontab and up to date:\n{line}\n")
-    assert cron(env, "status", "-n", "4").returncode == 1
+        0, f"{line}\nnightshift-tasks is installed in the crontab and up to date\n")
+    more = cron(env, "status", "-n", "4")
+    assert (more.returncode, more.stdout.splitlines()[-1] + "\n") == (
+        1, differs("in the crontab", "-n 1 -> 4"))
     env.config.write_text(env.config.read_text().replace("interval: 2h", "interval: 4h"))
     changed = cron(env, "status")
-    assert changed.returncode == 1
-    assert changed.stdout.startswith("nightshift-tasks is installed in the crontab but differs from what "
-                                     "`cron install` would write now")
-    assert f"installed:\n{line}\nexpected:\n{expected_line(env, '0 */4 * * *')}\n" in changed.stdout
+    assert (changed.returncode, changed.stdout) == (
+        1, f"installed:\n{line}\nexpected:\n{expected_line(env, '0 */4 * * *')}\n"
+           + differs("in the crontab", "the schedule"))
+    table(env).write_text(f"{BEGIN}\n0 1 * * * true\n{END}\n")
+    foreign = cron(env, "status")
+    assert foreign.stdout.endswith(differs("in the crontab", "the whole entry (unreadable or incomplete)"))
     table(env).write_text(f"{BEGIN}\n0 1 * * * true\n")
     broken = cron(env, "install")
     assert broken.returncode == 1 and "but no '# <<< nightshift-tasks <<<' after it" in broken.stderr
@@ -201,8 +220,8 @@ def test_every_value_is_shell_quoted_and_the_line_runs_under_sh(env: Env) -> Non
     line = table(env).read_text().splitlines()[1]
     command = line.split(" ", 5)[5].replace("\\%", "%")  # what cron hands to sh
     words = shlex.split(command.split("; ", 1)[1])
-    assert words == [f"PATH={os.environ['PATH']}", f"NIGHTSHIFT_HOME={home}", sys.executable, "-m",
-                     "nightshift_tasks", "run", "-n", "1", f"config={odd}", ">>",
+    assert words == [f"PATH={os.environ['PATH']}", f"NIGHTSHIFT_HOME={home}", f"NIGHTSHIFT_CONFIG={odd}",
+                     sys.executable, "-m", "nightshift_tasks", "run", "-n", "1", ">>",
                      str(home / "logs" / "cron.log"), "2>&1"]
     assert "%" not in line.replace("\\%", "")
     ran = subprocess.run(["sh", "-c", command], env={"HOME": str(env.tmp), "PATH": "/usr/bin:/bin"},
@@ -211,29 +230,41 @@ def test_every_value_is_shell_quoted_and_the_line_runs_under_sh(env: Env) -> Non
     assert "TOTAL" in (home / "logs" / "cron.log").read_text()
 
 
+def cron_run(env: Env, line: str) -> subprocess.CompletedProcess[str]:
+    """Run an entry's command as cron does: through sh, in $HOME, with cron's bare environment."""
+    command = line.split(" ", 5)[5].replace("\\%", "%")
+    (env.tmp / "user").mkdir(exist_ok=True)
+    return subprocess.run(["sh", "-c", command], cwd=env.tmp / "user", capture_output=True, text=True,
+                          env={"HOME": str(env.tmp / "user"), "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
 def test_real_crontab_roundtrip(env: Env) -> None:
-    """The real crontab binary (root's table in CI): saved first, restored in any case."""
+    """The real crontab binary (root's table in CI): saved first, restored in any case. The shell
+    has $XDG_DATA_HOME and no $NIGHTSHIFT_HOME; a reinstall without -n keeps -n 3."""
     require_program("crontab")
     config = env.tmp / "a dir" / "nightshift.yaml"
     config.parent.mkdir()
     config.write_text("schedule: {cron: '0 0 1 1 *', jitter: 1s}\nprojects: []\n")
+    home = env.tmp / "data" / "nightshift"
+    xdg = {"NIGHTSHIFT_HOME": "", "XDG_DATA_HOME": str(env.tmp / "data")}
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
         assert saved.returncode == 0 or "no crontab for" in saved.stderr, saved.stderr
         try:
-            done = cron(env, "install", config=config, real=True)
+            assert cron(env, "install", "-n", "3", config=config, real=True, **xdg).returncode == 0
+            done = cron(env, "install", config=config, real=True, **xdg)
             assert done.returncode == 0, done.stderr
+            assert done.stdout.endswith("kept from the installed entry: -n 3\nnothing changed\n")
             listed = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=True).stdout
             line = listed.split(f"{BEGIN}\n", 1)[1].split(f"\n{END}\n", 1)[0]
             assert line == ("0 0 1 1 * sleep $(( $(od -An -N4 -tu4 /dev/urandom) * 2 / 4294967296 )); "
-                            + expected_line(env, "0 0 1 1 *", config=config).removeprefix("0 0 1 1 * "))
-            assert cron(env, "status", config=config, real=True).returncode == 0
-            command = line.split(" ", 5)[5].replace("\\%", "%")
-            ran = subprocess.run(["sh", "-c", command], env={"HOME": str(env.tmp), "PATH": "/usr/bin:/bin"},
-                                 capture_output=True, text=True, timeout=120)
+                            + expected_line(env, "0 0 1 1 *", 3, config, home).removeprefix("0 0 1 1 * "))
+            assert cron(env, "status", config=config, real=True, **xdg).returncode == 0
+            ran = cron_run(env, line)
             assert (ran.returncode, ran.stderr) == (0, "")
-            assert "TOTAL" in (env.home / "logs" / "cron.log").read_text()
+            assert "TOTAL" in (home / "logs" / "cron.log").read_text()
+            assert len(list((home / "reports").glob("run-*.json"))) == 1
             assert cron(env, "uninstall", config=config, real=True).returncode == 0
             now = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
             assert now.stdout == (saved.stdout if saved.returncode == 0 else "")
@@ -242,6 +273,137 @@ def test_real_crontab_roundtrip(env: Env) -> None:
                 subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
             else:
                 subprocess.run(["crontab", "-r"], capture_output=True)
+
+
+def test_the_entry_pins_this_shells_home_config_and_overrides(env: Env) -> None:
+    """$XDG_DATA_HOME set, $NIGHTSHIFT_HOME unset: cron's run (no XDG, cwd $HOME) uses the same
+    home, lock, config and overrides, so `status` in the user's shell sees what it did."""
+    env.write_config({"schedule": {"cron": "0 4 * * *"}, "projects": []})
+    data, db = env.tmp / "data", env.tmp / "elsewhere" / "state.db"
+    user = {"NIGHTSHIFT_HOME": "", "XDG_DATA_HOME": str(data), "NIGHTSHIFT_BUDGET_DB_PATH": str(db)}
+    assert cron(env, "install", **user).returncode == 0
+    line = table(env).read_text().splitlines()[1]
+    home = data / "nightshift"
+    assert shlex.split(line.split(" ", 5)[5]) == [
+        f"PATH={os.environ['PATH']}", f"NIGHTSHIFT_HOME={home}", f"NIGHTSHIFT_CONFIG={env.config}",
+        f"NIGHTSHIFT_BUDGET_DB_PATH={db}", sys.executable, "-m", "nightshift_tasks", "run", "-n", "1",
+        ">>", str(home / "logs" / "cron.log"), "2>&1"]
+    ran = cron_run(env, line)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
+    status = subprocess.run([sys.executable, "-m", "nightshift_tasks", "status", "--last", "5"],
+                            cwd=env.tmp, env=shell(env, **user), capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and len(status.stdout.splitlines()) == 3  # header, rule, the run
+    assert (home / "run.lock").is_file() and db.is_file()
+    assert not (env.tmp / "user" / ".local").exists()
+
+
+@pytest.mark.parametrize("backend", ["systemd", "launchd"])
+def test_units_and_plist_pin_this_shells_home_and_config(env: Env, backend: str) -> None:
+    schedule(env, cron="0 4 * * *")
+    data = env.tmp / "data"
+    assert cron(env, "install", f"--{backend}", NIGHTSHIFT_HOME="", XDG_DATA_HOME=str(data)).returncode == 0
+    home = data / "nightshift"
+    if backend == "systemd":
+        service = (env.tmp / "xdg" / "systemd" / "user" / "nightshift-tasks.service").read_text()
+        assert [line for line in service.splitlines() if line.startswith(("Environment=", "Standard"))] == [
+            f'Environment="PATH={os.environ["PATH"]}"', f'Environment="NIGHTSHIFT_HOME={home}"',
+            f'Environment="NIGHTSHIFT_CONFIG={env.config}"', f"StandardOutput=append:{home}/logs/cron.log",
+            f"StandardError=append:{home}/logs/cron.log"]
+    else:
+        plist = env.tmp / "user" / "Library" / "LaunchAgents" / "com.nightshift-tasks.agent.plist"
+        assert plistlib.loads(plist.read_bytes())["EnvironmentVariables"] == {
+            "PATH": os.environ["PATH"], "NIGHTSHIFT_HOME": str(home), "NIGHTSHIFT_CONFIG": str(env.config)}
+
+
+def test_status_and_doctor_name_a_home_or_config_other_than_this_shells(env: Env) -> None:
+    env.write_config({"schedule": {"cron": "0 4 * * *"}, "projects": []})
+    installer = {"NIGHTSHIFT_HOME": "", "XDG_DATA_HOME": str(env.tmp / "data")}
+    assert cron(env, "install", **installer).returncode == 0
+    home = f"NIGHTSHIFT_HOME {env.tmp / 'data' / 'nightshift'} -> {env.home}"
+    status = cron(env, "status")  # this shell has the fixture's $NIGHTSHIFT_HOME
+    assert (status.returncode, status.stdout.splitlines()[-1] + "\n") == (1, differs("in the crontab", home))
+    copy = env.tmp / "copy.yaml"
+    copy.write_text(env.config.read_text())
+    other = cron(env, "status", config=copy, **installer)
+    assert other.stdout.endswith(differs("in the crontab", f"NIGHTSHIFT_CONFIG {env.config} -> {copy}"))
+
+    def doctor() -> str:
+        return subprocess.run([sys.executable, "-m", "nightshift_tasks", "doctor", f"config={env.config}"],
+                              cwd=env.tmp, env=shell(env), capture_output=True, text=True, timeout=120).stdout
+
+    assert f"[WARN] cron entry: {differs('in the crontab', home)}" in doctor()
+    assert cron(env, "install", "--systemd", **installer).returncode == 0  # doctor checks what is there
+    assert f"[WARN] cron entry: {differs('for systemd', home, 'nightshift-tasks cron install --systemd')}" \
+        in doctor()
+
+
+def test_reinstall_keeps_the_installed_workers_and_says_what_changed(env: Env) -> None:
+    schedule(env, cron="0 3 * * *")
+    legacy = (f"0 3 * * * PATH={shlex.quote(os.environ['PATH'])} NIGHTSHIFT_HOME={env.home} {sys.executable} "
+              f"-m nightshift_tasks run -n 3 config={env.config} >> {env.home}/logs/cron.log 2>&1")
+    table(env).write_text(block(legacy))  # what the previous version wrote
+    upgraded = cron(env, "install")
+    line = expected_line(env, "0 3 * * *", 3)
+    assert upgraded.stdout == (
+        f"installed in the crontab:\n{line}\nkept from the installed entry: -n 3\nchanged: NIGHTSHIFT_CONFIG "
+        f"(unset) -> {env.config}; command {sys.executable} -m nightshift_tasks run config={env.config} -> "
+        f"{sys.executable} -m nightshift_tasks run\n")
+    again = cron(env, "install")
+    assert again.stdout == (f"installed in the crontab:\n{line}\n"
+                            "kept from the installed entry: -n 3\nnothing changed\n")
+    assert table(env).read_text() == block(line)
+    schedule(env, cron="0 5 * * *")
+    moved = cron(env, "install")
+    assert moved.stdout.endswith("kept from the installed entry: -n 3\nchanged: the schedule\n")
+    other = env.tmp / "other home"
+    fewer = cron(env, "install", "-n", "2", NIGHTSHIFT_HOME=str(other))
+    assert fewer.stdout.endswith(f"\nchanged: -n 3 -> 2; NIGHTSHIFT_HOME {env.home} -> {other}\n")
+    assert table(env).read_text() == block(expected_line(env, "0 5 * * *", 2, home=other))
+
+
+@pytest.mark.parametrize("backend", ["systemd", "launchd"])
+def test_reinstalling_files_keeps_the_installed_workers(env: Env, backend: str) -> None:
+    schedule(env, cron="0 3 * * *")
+    assert cron(env, "install", f"--{backend}", "-n", "2").returncode == 0
+    path = {"systemd": env.tmp / "xdg" / "systemd" / "user" / "nightshift-tasks.service",
+            "launchd": env.tmp / "user" / "Library" / "LaunchAgents" / "com.nightshift-tasks.agent.plist",
+            }[backend]
+    first = path.read_bytes()
+    assert cron(env, "status", f"--{backend}").returncode == 0
+    again = cron(env, "install", f"--{backend}")
+    assert "\nkept from the installed entry: -n 2\nnothing changed\nthen run: " in again.stdout
+    assert path.read_bytes() == first
+    path.write_text("hand-edited\n")
+    hint = f"nightshift-tasks cron install --{backend}"
+    assert cron(env, "status", f"--{backend}").stdout.endswith(
+        differs(f"for {backend}", "the whole entry (unreadable or incomplete)", hint))
+    replaced = cron(env, "install", f"--{backend}")
+    assert "\nchanged: the whole entry (unreadable or incomplete)\n" in replaced.stdout
+
+
+NEEDS_ANALYZE = "needs `systemd-analyze`: install Debian's systemd package"
+
+
+@pytest.mark.parametrize("keys", [{"cron": "*/20 8-10 1,15 * *", "jitter": "10m"}, {"interval": "15m"},
+                                  {"interval": "7d", "window": {"start": "22:30", "end": "06:00"}}])
+def test_systemd_analyze_verify_accepts_the_units(env: Env, keys: dict[str, Any]) -> None:
+    """systemd's own parser on the generated files, offline, with paths that need every escape."""
+    if shutil.which("systemd-analyze") is None:
+        if sys.platform == "darwin":
+            pytest.skip(NEEDS_ANALYZE)
+        pytest.fail(NEEDS_ANALYZE)
+    odd = env.tmp / "my 50% o'clock $HOME" / 'night "shift\\.yaml'
+    odd.parent.mkdir()
+    odd.write_text(yaml.safe_dump({"schedule": keys, "projects": []}))
+    done = cron(env, "install", "--systemd", config=odd, NIGHTSHIFT_HOME=str(env.tmp / "state $x %h"))
+    assert done.returncode == 0, done.stderr
+    units = env.tmp / "xdg" / "systemd" / "user"
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", "--recursive-errors=no",
+                             "nightshift-tasks.service", "nightshift-tasks.timer"],
+                            cwd=units, capture_output=True, text=True, timeout=60)
+    assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", "")
+    assert cron(env, "status", "--systemd", config=odd, NIGHTSHIFT_HOME=str(env.tmp / "state $x %h")
+                ).returncode == 0  # and read back as written
 
 
 @pytest.mark.parametrize(("keys", "calendar"), [
@@ -265,7 +427,8 @@ def test_systemd_units(env: Env, keys: dict[str, Any], calendar: str) -> None:
     assert (units / "nightshift-tasks.service").read_text() == (
         "[Unit]\nDescription=nightshift-tasks maintenance run\n\n[Service]\nType=oneshot\n"
         f'Environment="PATH={os.environ["PATH"]}"\nEnvironment="NIGHTSHIFT_HOME={env.home}"\n'
-        f'ExecStart="{sys.executable}" "-m" "nightshift_tasks" "run" "-n" "2" "config={env.config}"\n'
+        f'Environment="NIGHTSHIFT_CONFIG={env.config}"\n'
+        f'ExecStart="{sys.executable}" "-m" "nightshift_tasks" "run" "-n" "2"\n'
         f"StandardOutput=append:{log}\nStandardError=append:{log}\n")
     assert (units / "nightshift-tasks.timer").read_text() == (
         f"[Unit]\nDescription=Run nightshift-tasks on its schedule\n\n[Timer]\nOnCalendar={calendar}\n"
@@ -273,8 +436,9 @@ def test_systemd_units(env: Env, keys: dict[str, Any], calendar: str) -> None:
     assert log.parent.is_dir() and not table(env).exists()
     if shutil.which("systemd-analyze"):  # systemd itself accepts the expression
         assert subprocess.run(["systemd-analyze", "calendar", calendar], capture_output=True).returncode == 0
-    assert cron(env, "status", "--systemd", "-n", "2").returncode == 0
-    assert cron(env, "status", "--systemd").returncode == 1
+    assert cron(env, "status", "--systemd").returncode == 0  # -n 2 is read back from the unit
+    assert cron(env, "status", "--systemd", "-n", "3").stdout.endswith(
+        differs("for systemd", "-n 2 -> 3", "nightshift-tasks cron install --systemd"))
     assert cron(env, "uninstall", "--systemd").returncode == 0
     assert list(units.iterdir()) == []
     assert cron(env, "status", "--systemd", "-n", "2").stdout.endswith("is not installed for systemd; run "
@@ -307,9 +471,12 @@ def test_launchd_plist(env: Env, keys: dict[str, Any], when: dict[str, Any]) -> 
     assert plistlib.loads(plist.read_bytes()) == {
         "Label": "com.nightshift-tasks.agent", "RunAtLoad": True, "StandardOutPath": log,
         "StandardErrorPath": log, "EnvironmentVariables": {"PATH": os.environ["PATH"],
-                                                           "NIGHTSHIFT_HOME": str(env.home)},
-        "ProgramArguments": [sys.executable, "-m", "nightshift_tasks", "run", "-n", "1",
-                             f"config={env.config}"], **when}
+                                                           "NIGHTSHIFT_HOME": str(env.home),
+                                                           "NIGHTSHIFT_CONFIG": str(env.config)},
+        "ProgramArguments": [sys.executable, "-m", "nightshift_tasks", "run", "-n", "1"], **when}
+    if shutil.which("plutil"):  # macOS's own checker; plistlib above parses it everywhere
+        lint = subprocess.run(["plutil", "-lint", str(plist)], capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout
     assert cron(env, "status", "--launchd").returncode == 0
     assert cron(env, "uninstall", "--launchd").returncode == 0 and not plist.exists()
     assert cron(env, "status", "--launchd").returncode == 1
