@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import git, state
+from nightshift_tasks import git, state, storage
 from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
 
@@ -98,7 +98,7 @@ def save_report(spec: dict[str, Any], worktree: Path, result: LoopResult) -> Pat
     """The findings: the report the agent wrote in the worktree, else its reply."""
     written = worktree / ".nightshift" / "reports" / f"{spec['slug']}.md"
     target: Path = Path(spec["reports_dir"]) / spec["project"] / f"{spec['slug']}-{date.today()}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    storage.private_file(target)  # the copy keeps the mode: reports are the user's alone
     if written.is_file():
         shutil.copyfile(written, target)
     else:
