@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import budget, guard, state
+from nightshift_tasks import budget, guard, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.plan import provider_readings
 
@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 
 def budget_rows(config: Config, provider: str | None) -> list[dict[str, object]]:
-    conn = guard.connection(str(config.state_db()))
+    conn = guard.connection(str(config.state_db()), config.db_lock_wait())
     at = state.now()
     rows = []
     for name, reading in provider_readings(config, conn, at).items():
@@ -61,4 +61,5 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return EXIT_USAGE
-    return show_budget(config, opts.provider, opts.json)
+    with storage.or_exit(config.state_db()):
+        return show_budget(config, opts.provider, opts.json)

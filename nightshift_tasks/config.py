@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.paths import find_config, nightshift_home, schema_dir
 from nightshift_tasks.window import valid_zone
 
@@ -54,6 +55,10 @@ class Config:
     def state_db(self) -> Path:
         """budget.db_path, else $NIGHTSHIFT_HOME/state.db."""
         return Path(self.section("budget").get("db_path") or nightshift_home() / "state.db")
+
+    def db_lock_wait(self) -> float:
+        """budget.db_lock_wait in seconds."""
+        return parse_duration(self.section("budget")["db_lock_wait"])
 
     def log_dir(self) -> Path:
         """logging.path, else $NIGHTSHIFT_HOME/logs."""

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state, window
+from nightshift_tasks import agents, budget, git, leases, publish, state, storage, window
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -189,14 +189,29 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
 
 
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+    """The doit action. A storage fault that keeps even the outcome out of the ledger (a
+    full disk, a database locked past budget.db_lock_wait) comes back as a failed result
+    with its one line under "storage", for the reporter: never a traceback."""
+    try:
+        return _run_task(spec)
+    except (OSError, sqlite3.Error, storage.StorageError) as exc:
+        fault = storage.describe(exc, Path(spec["db_path"]))
+        if fault is None:
+            raise
+        return {"status": "failed", "provider": spec["providers"][0]["name"], "error": str(fault),
+                "storage": str(fault)}
+
+
+def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
     interrupt_on_term()
     die_with_parent()
     started = time.monotonic()
     day = date.today().isoformat()
     log = Path(spec["log_dir"]) / day / f"{spec['project']}--{spec['slug']}--{spec['run_id']}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    conn = state.connect(Path(spec["db_path"]))
+    storage.private_file(log)
+    conn = state.connect(Path(spec["db_path"]), spec["db_lock_wait"])
+    fault = None
     try:
         chain_id = state.open_chain(conn, spec["path"], day, spec["chain"],
                                     spec["providers"][0]["name"], spec["run_id"])
@@ -220,8 +235,9 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
-        except Exception as exc:  # a bug of ours must not stop the chain
-            result = LoopResult("failed", 0, error=f"internal error: {exc!r}")
+        except Exception as exc:  # a bug of ours must not stop the chain, nor a full disk
+            fault = storage.describe(exc, Path(spec["db_path"]))
+            result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
@@ -235,6 +251,6 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         spec["window"], state.now())
     return {"status": result.status, "provider": "→".join(agent.path), "overran": overran,
             "iterations": result.iterations, "error": result.error, "log": str(log),
-            "published": published.note if published else "",
+            "published": published.note if published else "", "storage": str(fault or ""),
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
             "cost_usd": float(used["cost_usd"])}

@@ -16,11 +16,11 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, state
+from nightshift_tasks import execute, guard, state, storage
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import Config, ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
-from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.paths import nightshift_home, pin_home
 from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
 from nightshift_tasks.process import interrupt_on_term
 
@@ -52,13 +52,17 @@ def load_engine() -> Engine:
     global _engine
     if _engine is not None:
         return _engine
+    cwd = Path(doit.get_initial_workdir() or os.getcwd())
+    pin_home(cwd)  # doit has already moved to the dodo's directory
     try:
-        config = open_config(doit.get_var("config"), Path(doit.get_initial_workdir() or os.getcwd()))
+        config = open_config(doit.get_var("config"), cwd)
         catalog = build_catalog(config.section("tasks")["custom"])
         options = run_options(catalog)
         db_path, log_dir = config.state_db(), config.log_dir()
         at = state.now()
-        plan = build_plan(config, catalog, guard.connection(str(db_path)), at, options)
+        with storage.or_exit(db_path):
+            plan = build_plan(config, catalog, guard.connection(str(db_path), config.db_lock_wait()),
+                              at, options)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
@@ -104,10 +108,12 @@ def doit_config() -> dict[str, Any]:
 
     load_engine()
     interrupt_on_term()
-    home = nightshift_home()
-    home.mkdir(parents=True, exist_ok=True)
+    dep_file = nightshift_home() / "doit.sqlite"
+    with storage.or_exit(dep_file):
+        storage.private_file(dep_file)  # doit's SQLite keeps the mode we create it with
+        storage.private_dir(dep_file.parent / "worktrees")  # else git creates it 0755
     return {
-        "dep_file": str(home / "doit.sqlite"),
+        "dep_file": str(dep_file),
         "backend": "sqlite3",
         "continue": True,
         "par_type": "process",
@@ -137,6 +143,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
     return {
         "run_id": engine.run_id,
         "db_path": str(engine.db_path),
+        "db_lock_wait": engine.config.db_lock_wait(),
         "log_dir": str(engine.log_dir),
         "project": project.name,
         "path": project.path,

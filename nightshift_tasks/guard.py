@@ -6,7 +6,6 @@ parallel run did. The guard must never raise: doit aborts (or hangs) when one do
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import sys
 from datetime import date
@@ -14,10 +13,15 @@ from pathlib import Path
 
 from nightshift_tasks import state
 
+_open: dict[str, sqlite3.Connection] = {}
 
-@functools.cache
-def connection(db_path: str) -> sqlite3.Connection:
-    return state.connect(Path(db_path))
+
+def connection(db_path: str, lock_wait: float = 0.0) -> sqlite3.Connection:
+    """The process's one connection to the ledger, checked for corruption; the first
+    caller's lock_wait (the config's budget.db_lock_wait) holds for all of them."""
+    if db_path not in _open:
+        _open[db_path] = state.connect(Path(db_path), lock_wait, check=True)
+    return _open[db_path]
 
 
 def done_today(db_path: str, project_path: str, *slugs: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 CONFIG_ENV = "NIGHTSHIFT_CONFIG"
@@ -11,11 +11,21 @@ HOME_ENV = "NIGHTSHIFT_HOME"
 
 
 def nightshift_home(env: Mapping[str, str] = os.environ) -> Path:
-    """$NIGHTSHIFT_HOME, else $XDG_DATA_HOME/nightshift, else ~/.local/share/nightshift."""
+    """$NIGHTSHIFT_HOME, else $XDG_DATA_HOME/nightshift, else ~/.local/share/nightshift;
+    always absolute (a relative one is taken from the current directory)."""
     if env.get(HOME_ENV):
-        return Path(env[HOME_ENV]).expanduser()
+        return Path(os.path.abspath(Path(env[HOME_ENV]).expanduser()))
     data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "nightshift"
+    return Path(os.path.abspath(Path(data).expanduser())) / "nightshift"
+
+
+def pin_home(cwd: Path, env: MutableMapping[str, str] = os.environ) -> None:
+    """Make a relative $NIGHTSHIFT_HOME absolute against `cwd`, where the user typed the
+    command, once: doit moves to the dodo's directory, and the task workers and every
+    subprocess must all use the same home."""
+    raw = env.get(HOME_ENV)
+    if raw and not Path(raw).expanduser().is_absolute():
+        env[HOME_ENV] = str(cwd / Path(raw).expanduser())
 
 
 def schema_dir() -> Path:

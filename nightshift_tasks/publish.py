@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import git, state
+from nightshift_tasks import git, state, storage
 from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
 
@@ -135,7 +135,7 @@ def save_report(spec: dict[str, Any], worktree: Path, result: LoopResult) -> Pat
     """The findings: the report the agent wrote in the worktree (at most MAX_REPORT_BYTES),
     else its reply."""
     target: Path = Path(spec["reports_dir"]) / spec["project"] / f"{spec['slug']}-{date.today()}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    storage.private_file(target)  # later writes keep the mode: reports are the user's alone
     fallback = f"# {spec['name']}: {spec['project']}\n\n{result.summary}\n"
     try:
         written = read_inside(worktree, (".nightshift", "reports", f"{spec['slug']}.md"),

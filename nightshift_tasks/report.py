@@ -10,6 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from nightshift_tasks import storage
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.plan import Plan
 
@@ -91,12 +92,13 @@ def prune_logs(log_dir: Path, keep_days: int, today: date) -> list[Path]:
 
 def write_reports(reports: Path, record: dict[str, Any]) -> tuple[Path, Path]:
     """run-<timestamp>.json and .md, and this run appended to the day's summary."""
-    reports.mkdir(parents=True, exist_ok=True)
+    storage.private_dir(reports)
     stem = reports / f"run-{record['run_id']}"  # <YYYYmmdd-HHMMSS>-<pid>: unique per run
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(markdown(record), encoding="utf-8")
+    for suffix, text in ((".json", json.dumps(record, indent=2) + "\n"), (".md", markdown(record))):
+        with storage.private_open(stem.with_suffix(suffix), "w") as fh:
+            fh.write(text)
     summary = reports / f"summary-{record['date']}.md"
-    with summary.open("a", encoding="utf-8") as fh:
+    with storage.private_open(summary, "a") as fh:
         if fh.tell() == 0:
             fh.write(f"# Nightshift summary {record['date']}\n\n")
         fh.write(markdown(record, level=2) + "\n")

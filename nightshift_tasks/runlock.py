@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from nightshift_tasks import state
+from nightshift_tasks import state, storage
 
 _held: IO[str] | None = None  # kept open for the life of the run
 
@@ -27,8 +27,8 @@ def holder(path: Path) -> str:
 def acquire(path: Path) -> str | None:
     """Take the lock for this process; None on success, else who holds it."""
     global _held
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+", encoding="utf-8")
+    storage.private_dir(path.parent)
+    handle = storage.private_open(path, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from nightshift_tasks import storage
 from nightshift_tasks import window as windows
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.durations import parse_duration
@@ -221,7 +222,7 @@ def crontab_action(action: str, job: Job | None, table: str, now: Current, note:
         assert job is not None
         if at is None and kept and not kept[-1].endswith("\n"):
             kept[-1] += "\n"
-        job.log.parent.mkdir(parents=True, exist_ok=True)
+        storage.private_file(job.log)  # the shell's `>>` keeps the mode
         place = len(kept) if at is None else at
         kept[place:place] = [f"{BEGIN}\n", f"{line}\n", f"{END}\n"]
     if "".join(kept) != table:  # an emptied table is removed, as if we had never been there
@@ -257,7 +258,7 @@ def files_action(action: str, backend: str, job: Job | None, now: Current, note:
             path.write_bytes(content)
             print(f"wrote {path}")
     if job is not None:
-        job.log.parent.mkdir(parents=True, exist_ok=True)
+        storage.private_file(job.log)
         if note:
             print("\n".join(note))
     if backend == "systemd":

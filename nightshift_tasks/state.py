@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from nightshift_tasks import storage
+
 TERMINAL = ("completed", "failed", "abandoned", "skipped")
-BUSY_TIMEOUT_MS = 15000
+BUSY_TIMEOUT_MS = 2000  # waited quietly; a longer wait prints a note
 
 MIGRATIONS: list[str] = [
     # 1: the original tool's tables, plus chains and the per-attempt ledger.
@@ -168,29 +171,94 @@ def stamp(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds")
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the state database."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn)
+class Ledger(sqlite3.Connection):
+    """A connection that knows its file and how long a write waits for another process."""
+
+    path = Path()
+    lock_wait = 0.0
+
+
+def connect(db_path: Path, lock_wait: float = 0.0, check: bool = False) -> sqlite3.Connection:
+    """Open (creating 0600 and migrating if needed) the state database.
+
+    A write waits BUSY_TIMEOUT_MS quietly for a lock, then up to `lock_wait` seconds in all
+    with a note on stderr. A database found corrupt (`check`: also page by page, as every
+    command does once before it trusts the ledger) is moved aside, never written to; every
+    storage fault is raised as a StorageError.
+    """
+    with storage.faults(db_path):
+        storage.private_file(db_path)
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               factory=Ledger)
+        conn.path, conn.lock_wait = db_path, lock_wait
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            found = conn.execute("PRAGMA quick_check").fetchone()[0] if check else "ok"
+            if found != "ok":
+                raise sqlite3.DatabaseError(found)
+            migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if getattr(exc, "sqlite_errorname", "SQLITE_CORRUPT") not in storage.CORRUPT:
+                raise
+            moved = storage.quarantine(db_path, now())
+            raise storage.StorageError(
+                f"state database {db_path} is corrupt ({exc}); moved aside to {moved}; "
+                "`nightshift-tasks doctor` reports it, and the next run starts a fresh "
+                "ledger") from exc
+        except BaseException:
+            conn.close()
+            raise
     return conn
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE; past the quiet busy timeout, say so and wait out the rest of the
+    connection's lock_wait, then give up with a StorageError."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        return
+    except sqlite3.OperationalError as exc:
+        if not isinstance(conn, Ledger) or not _busy(exc):
+            raise
+        rest = conn.lock_wait - BUSY_TIMEOUT_MS / 1000
+        if rest > 0:
+            print(f"nightshift: waiting up to {conn.lock_wait:g}s for {conn.path}: another process "
+                  "holds its write lock", file=sys.__stderr__, flush=True)
+            conn.execute(f"PRAGMA busy_timeout={int(rest * 1000)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as again:
+                if not _busy(again):
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        raise storage.StorageError(
+            f"state database {conn.path} stayed locked by another process for "
+            f"{max(conn.lock_wait, BUSY_TIMEOUT_MS / 1000):g}s; find it with `fuser {conn.path}`, "
+            "let it finish or stop it, then rerun (budget.db_lock_wait sets the wait)") from exc
 
 
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One short write transaction, taken with BEGIN IMMEDIATE so writers queue up front."""
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may already have rolled back (a full disk)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def migrate(conn: sqlite3.Connection) -> None:

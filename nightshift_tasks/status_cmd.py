@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import agents, auth, guard, runlock, state
+from nightshift_tasks import agents, auth, guard, runlock, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.schedule_files import backend_files
@@ -41,7 +41,7 @@ def show_status(config: Config, last: int | None) -> int:
         print(tabulate(rows, headers=["run started", "took", "completed", "failed", "skipped",
                                       "tokens"]) if rows else "no runs recorded yet")
         return 0
-    conn = guard.connection(str(config.state_db()))
+    conn = guard.connection(str(config.state_db()), config.db_lock_wait())
     today = state.now().date().isoformat()
     rows = [cells(r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
                   r["output_ref"] or r["error"] or "")
@@ -79,10 +79,16 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = [("OK", "config", str(config.path))]
     db = config.state_db()
     try:
-        version = state.connect(db).execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        conn = state.connect(db, check=True)
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         found.append(("OK", "state db", f"{db} (schema {version})"))
     except Exception as exc:
         found.append(("FAIL", "state db", f"{db}: {exc}"))
+    found += [("WARN", "corrupt state db", f"{old} was moved aside; salvage rows with `sqlite3 {old} "
+               ".recover`, then delete it") for old in storage.quarantined(db)]
+    home = nightshift_home()
+    if home.is_dir() and home.stat().st_mode & 0o077:
+        found.append(("WARN", "home permissions", f"{home} is readable by others; chmod 700 {home}"))
     providers = config.section("providers")
     installed = usable = 0
     for name in providers["preference"]:
@@ -153,4 +159,7 @@ def main(command: str, argv: list[str]) -> int:
             print("[FAIL] config: see above")
             return 1
         return EXIT_USAGE
-    return show_status(config, opts.last) if command == "status" else doctor(config)
+    if command == "doctor":
+        return doctor(config)
+    with storage.or_exit(config.state_db()):
+        return show_status(config, opts.last)

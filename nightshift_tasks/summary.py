@@ -1,13 +1,16 @@
 """The doit reporter: one line per task as it starts, then the tabulate summary.
 
 It runs only in doit's main process. Exit status: 0 when no task failed, 1 when any task
-failed or was abandoned (raised here, after doit has saved its state).
+failed or was abandoned, 4 (storage.EXIT_STORAGE) on a storage fault (raised here, after
+doit has saved its state).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -15,7 +18,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, graph, guard, report, runlock, state
+from nightshift_tasks import budget, git, graph, guard, report, runlock, state, storage
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
@@ -55,6 +58,22 @@ def _joined(path: str, more: str) -> str:
     return "→".join(names) or "-"
 
 
+def _storage_exits(method: Callable[..., None]) -> Callable[..., None]:
+    """A storage fault in the reporter (run lock, ledger, reports) ends the run with its one
+    line and EXIT_STORAGE; nothing is summarised after a failed start."""
+
+    @functools.wraps(method)
+    def wrapper(self: SummaryReporter, *args: Any) -> None:
+        try:
+            with storage.faults(graph.load_engine().db_path):
+                method(self, *args)
+        except storage.StorageError as exc:
+            self.halted = True
+            storage.fail(exc)
+
+    return wrapper
+
+
 class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
@@ -62,6 +81,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.problems: list[str] = []
         self.results: list[str] = []
         self.locked_out = False
+        self.halted = False  # a storage fault stopped the start of the run
+        self.storage_fault = ""  # a task's storage fault: the run exits EXIT_STORAGE
         self.live: LiveLine | None = None
         self.started = time.monotonic()
         self.started_at = state.now()
@@ -76,6 +97,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def _row(self, project: str) -> Row:
         return self.rows.setdefault(project, Row(project))
 
+    @_storage_exits
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         """The start of a `doit run` (never of `list`): take the run lock, then clean up
         after any crashed run before the first task is dispatched."""
@@ -140,6 +162,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         if values.get("published"):
             row.reasons.append(f"{parsed[1]}: {values['published']}")
             self.results.append(f"{task.name}: {values['published']}")
+        self.storage_fault = values.get("storage") or self.storage_fault
         if values.get("error"):
             row.reasons.append(f"{parsed[1]} {status}: {values['error']}")
             self.problems.append(f"{task.name}: {status}: {values['error']}")
@@ -151,12 +174,15 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self._row(parsed[0]).reasons.append(f"{parsed[1]} failed: {message}")
         self.problems.append(f"{task.name}: failed: {message}")
 
+    @_storage_exits
     def complete_run(self) -> None:
         if self.locked_out:
             return
         if self.live:
             self.live.stop()
             self.live = None
+        if self.halted:
+            return
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         engine = graph.load_engine()
@@ -171,6 +197,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         if interrupted:
             # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
             sys.exit(EXIT_INTERRUPTED)
+        if self.storage_fault:
+            sys.exit(storage.EXIT_STORAGE)
         if any(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values()):
             sys.exit(EXIT_FAILED)
 
