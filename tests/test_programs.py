@@ -31,7 +31,7 @@ def test_elsewhere(monkeypatch):
 
 
 def test_unlisted():
-    require_program("systemd-analyze")
+    require_program("psql")
 
 
 def test_not_pinned():
@@ -57,8 +57,8 @@ def run_tiny(tmp_path: Path, **extra: str) -> tuple[int, list[str]]:
 
 
 MISSING = f"FAILED test_tiny.py::test_missing - Failed: needs `crontab`: install it with: {INSTALL}"
-UNLISTED = ("FAILED test_tiny.py::test_unlisted - Failed: require_program('systemd-analyze'): add "
-            "`systemd-analyze` and its Debian package to tests/programs.txt and the README's install line")
+UNLISTED = ("FAILED test_tiny.py::test_unlisted - Failed: require_program('psql'): add "
+            "`psql` and its Debian package to tests/programs.txt and the README's install line")
 NOT_PINNED = (f"FAILED test_tiny.py::test_not_pinned - Failed: needs the pinned `gemini` CLI "
               f"({ROOT}/tests/npm/node_modules/.bin/gemini is missing): run `npm ci --prefix tests/npm`")
 ELSEWHERE = "unavailable on this platform: `git` exists only on linux, this is darwin"
@@ -80,8 +80,8 @@ def test_the_readme_lists_what_ci_installs_and_ci_runs_its_command() -> None:
     section = (ROOT / "README.md").read_text().split("## Run the tests\n", 1)[1].split("\n## ", 1)[0]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert [line for line in block if "apt-get" in line] == [INSTALL] == [block[0]]
-    assert INSTALL == "sudo apt-get install -y cron git nodejs npm"
-    assert "`crontab`" in section and f"`{REQUIRE_ALL}=1`" in section
+    assert INSTALL == "sudo apt-get install -y cron git nodejs npm systemd"
+    assert "`crontab`" in section and "`systemd-analyze`" in section and f"`{REQUIRE_ALL}=1`" in section
     ci = (ROOT / ".ci" / "run").read_text()
     assert "done < tests/programs.txt" in ci
     assert ci.splitlines()[-2:] == [f"export {REQUIRE_ALL}=1", block[-1]]

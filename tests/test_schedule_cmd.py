@@ -381,17 +381,11 @@ def test_reinstalling_files_keeps_the_installed_workers(env: Env, backend: str) 
     assert "\nchanged: the whole entry (unreadable or incomplete)\n" in replaced.stdout
 
 
-NEEDS_ANALYZE = "needs `systemd-analyze`: install Debian's systemd package"
-
-
 @pytest.mark.parametrize("keys", [{"cron": "*/20 8-10 1,15 * *", "jitter": "10m"}, {"interval": "15m"},
                                   {"interval": "7d", "window": {"start": "22:30", "end": "06:00"}}])
 def test_systemd_analyze_verify_accepts_the_units(env: Env, keys: dict[str, Any]) -> None:
     """systemd's own parser on the generated files, offline, with paths that need every escape."""
-    if shutil.which("systemd-analyze") is None:
-        if sys.platform == "darwin":
-            pytest.skip(NEEDS_ANALYZE)
-        pytest.fail(NEEDS_ANALYZE)
+    require_program("systemd-analyze", only_on="linux")
     odd = env.tmp / "my 50% o'clock $HOME" / 'night "shift\\.yaml'
     odd.parent.mkdir()
     odd.write_text(yaml.safe_dump({"schedule": keys, "projects": []}))
@@ -434,8 +428,9 @@ def test_systemd_units(env: Env, keys: dict[str, Any], calendar: str) -> None:
         f"[Unit]\nDescription=Run nightshift-tasks on its schedule\n\n[Timer]\nOnCalendar={calendar}\n"
         "Persistent=true\nRandomizedDelaySec=600\n\n[Install]\nWantedBy=timers.target\n")
     assert log.parent.is_dir() and not table(env).exists()
-    if shutil.which("systemd-analyze"):  # systemd itself accepts the expression
-        assert subprocess.run(["systemd-analyze", "calendar", calendar], capture_output=True).returncode == 0
+    if sys.platform.startswith("linux"):  # systemd itself accepts the expression
+        analyze = require_program("systemd-analyze", only_on="linux")
+        assert subprocess.run([analyze, "calendar", calendar], capture_output=True).returncode == 0
     assert cron(env, "status", "--systemd").returncode == 0  # -n 2 is read back from the unit
     assert cron(env, "status", "--systemd", "-n", "3").stdout.endswith(
         differs("for systemd", "-n 2 -> 3", "nightshift-tasks cron install --systemd"))
