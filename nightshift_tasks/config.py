@@ -18,26 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.config_checks import normalise_enums, resolve, semantic_errors, value_errors
 from nightshift_tasks.durations import parse_duration
+from nightshift_tasks.errors import ConfigError as ConfigError
+from nightshift_tasks.errors import clip, dotted, quote
 from nightshift_tasks.paths import find_config, nightshift_home, schema_dir
-from nightshift_tasks.window import valid_zone
+from nightshift_tasks.yaml_load import read_yaml
 
 ENV_PREFIX = "NIGHTSHIFT_"
 # Names the original tool also honoured, beside the automatic NIGHTSHIFT_<SECTION>_<KEY>.
 ENV_ALIASES = {"NIGHTSHIFT_LOG_LEVEL": ("logging", "level"), "NIGHTSHIFT_LOG_PATH": ("logging", "path")}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; `lines` holds one formatted line per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
 
 
 @dataclass(frozen=True)
@@ -85,46 +79,12 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
-def dotted(path: Iterator[Any] | list[Any] | tuple[Any, ...]) -> str:
-    """('projects', 2, 'path') -> 'projects[2].path'."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; syntax errors name the file and the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"config error: {path}: cannot read: {exc.strerror}"]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown line)"
-        what = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([f"config error: {path}: {where}: invalid YAML: {what}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"config error: {path}: invalid YAML: {exc}"]) from None
-
-
-def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        merged = dict(schema["$defs"][ref.removeprefix("#/$defs/")])
-        merged.update({k: v for k, v in node.items() if k != "$ref"})
-        return merged
-    return node
-
-
 def scalar_keys(schema: dict[str, Any]) -> dict[tuple[str, ...], str]:
     """Every scalar key reachable through object properties, with its JSON type."""
     found: dict[tuple[str, ...], str] = {}
 
     def walk(node: dict[str, Any], prefix: tuple[str, ...]) -> None:
-        node = _resolve(schema, node)
+        node = resolve(schema, node)
         props = node.get("properties")
         if isinstance(props, dict):
             for key, sub in props.items():
@@ -158,7 +118,7 @@ def env_overrides(
         value: Any = raw
         if kind == "boolean":
             if raw.lower() not in _TRUE | _FALSE:
-                errors.append(f"config error: ${var}: {dotted(key)}: {raw!r} is not a boolean; "
+                errors.append(f"config error: ${var}: {dotted(key)}: {quote(raw)} is not a boolean; "
                               "use true or false")
                 continue
             value = raw.lower() in _TRUE
@@ -166,7 +126,7 @@ def env_overrides(
             try:
                 value = int(raw)
             except ValueError:
-                errors.append(f"config error: ${var}: {dotted(key)}: {raw!r} is not an integer")
+                errors.append(f"config error: ${var}: {dotted(key)}: {quote(raw)} is not an integer")
                 continue
         node = data
         for part in key[:-1]:
@@ -192,12 +152,12 @@ def describe(error: jsonschema.ValidationError, schema: dict[str, Any]) -> list[
 
 
 def _unknown_keys(error: jsonschema.ValidationError, schema: dict[str, Any]) -> list[tuple[str, str]]:
-    sub = _resolve(schema, error.schema) if isinstance(error.schema, dict) else {}
+    sub = resolve(schema, error.schema) if isinstance(error.schema, dict) else {}
     allowed = sorted(sub.get("properties", {}))
     found = []
     instance: Any = error.instance
     for name in sorted(set(instance) - set(allowed)):
-        close = difflib.get_close_matches(str(name), allowed, n=1)
+        close = difflib.get_close_matches(name, allowed, n=1) if len(name) < 100 else []
         hint = f"did you mean '{close[0]}'? " if close else ""
         listed = ", ".join(allowed) if allowed else "none"
         found.append((dotted([*error.absolute_path, name]), f"unknown key; {hint}allowed keys: {listed}"))
@@ -207,25 +167,25 @@ def _unknown_keys(error: jsonschema.ValidationError, schema: dict[str, Any]) -> 
 def _describe_one(error: jsonschema.ValidationError, schema: dict[str, Any]) -> tuple[str, str]:
     path = list(error.absolute_path)
     key = dotted(path)
-    sub = _resolve(schema, error.schema) if isinstance(error.schema, dict) else {}
+    sub = resolve(schema, error.schema) if isinstance(error.schema, dict) else {}
     custom = sub.get("errorMessage")
     value = error.instance
     kind = error.validator
     expected: Any = error.validator_value
     if custom and kind in ("pattern", "anyOf"):
-        return key, f"{value!r} is {custom}" if kind == "pattern" else custom
+        return key, f"{quote(value)} is {custom}" if kind == "pattern" else custom
     if kind == "enum":
         choices = ", ".join(json.dumps(v) for v in expected)
-        return key, f"{json.dumps(value)} is not allowed; allowed: {choices}"
+        return key, f"{clip(json.dumps(value))} is not allowed; allowed: {choices}"
     if kind == "type":
         want = " or ".join(expected) if isinstance(expected, list) else expected
         return key, f"is {_type_name(value)}; expected {want}"
     if kind in ("minimum", "maximum"):
         low, high = sub.get("minimum"), sub.get("maximum")
         if low is not None and high is not None:
-            return key, f"{value} is out of range; allowed: {low} to {high}"
+            return key, f"{quote(value, 24)} is out of range; allowed: {low} to {high}"
         bound = f"at least {low}" if low is not None else f"at most {high}"
-        return key, f"{value} is out of range; allowed: {bound}"
+        return key, f"{quote(value, 24)} is out of range; allowed: {bound}"
     if kind == "required":
         return key, f"{error.message}; add it"
     if kind == "uniqueItems":
@@ -234,7 +194,7 @@ def _describe_one(error: jsonschema.ValidationError, schema: dict[str, Any]) -> 
         return key, f"needs at least {expected} {'entry' if expected == 1 else 'entries'}"
     if kind in ("minProperties", "maxProperties"):
         return key, "each entry must have exactly one key"
-    return key, error.message
+    return key, clip(error.message, 200)
 
 
 def validate(data: Any, schema: dict[str, Any], source: str,
@@ -251,10 +211,10 @@ def validate(data: Any, schema: dict[str, Any], source: str,
 
 def apply_defaults(data: Any, node: dict[str, Any], schema: dict[str, Any]) -> None:
     """Fill missing keys from the schema's `default`s, recursing into objects and lists."""
-    node = _resolve(schema, node)
+    node = resolve(schema, node)
     if isinstance(data, dict):
         for key, sub in node.get("properties", {}).items():
-            sub = _resolve(schema, sub)
+            sub = resolve(schema, sub)
             if key not in data and "default" in sub:
                 data[key] = copy.deepcopy(sub["default"])
             if key in data:
@@ -266,7 +226,7 @@ def apply_defaults(data: Any, node: dict[str, Any], schema: dict[str, Any]) -> N
 
 def expand_paths(data: Any, node: dict[str, Any], schema: dict[str, Any], base: Path) -> Any:
     """Expand ~ and make relative paths relative to the config file's directory."""
-    node = _resolve(schema, node)
+    node = resolve(schema, node)
     if isinstance(data, dict):
         for key, sub in node.get("properties", {}).items():
             if key in data:
@@ -276,62 +236,6 @@ def expand_paths(data: Any, node: dict[str, Any], schema: dict[str, Any], base: 
     elif isinstance(data, str) and node.get("format") == "path":
         return str(base / os.path.expanduser(data))
     return data
-
-
-def _get(data: Any, *keys: str) -> Any:
-    """Look up a nested key in data that may not have passed the schema yet."""
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _slug_refs(data: dict[str, Any]) -> list[tuple[str, Any]]:
-    refs: list[tuple[str, Any]] = []
-    for name in ("enabled", "disabled"):
-        refs += [(f"tasks.{name}[{i}]", s) for i, s in enumerate(_list(_get(data, "tasks", name)))]
-    for name in ("priorities", "intervals"):
-        mapping = _get(data, "tasks", name)
-        refs += [(f"tasks.{name}.{s}", s) for s in (mapping if isinstance(mapping, dict) else {})]
-    for p, proj in enumerate(_list(data.get("projects"))):
-        refs += [(f"projects[{p}].tasks[{i}]", s) for i, s in enumerate(_list(_get(proj, "tasks")))]
-    return refs
-
-
-def semantic_errors(data: dict[str, Any], source: str, known_slugs: list[str]) -> list[str]:
-    """Rules a JSON Schema cannot state well: exclusive keys and references to task slugs.
-
-    Runs on unvalidated data too, so that every problem is reported in one go.
-    """
-    lines = []
-    if _get(data, "schedule", "cron") and _get(data, "schedule", "interval"):
-        lines.append(f"config error: {source}: schedule: cron and interval are both set; "
-                     "set only one of them")
-    timezone = _get(data, "schedule", "window", "timezone")
-    if isinstance(timezone, str) and timezone and not valid_zone(timezone):
-        lines.append(f"config error: {source}: schedule.window.timezone: {timezone!r} is not a known "
-                     "time zone; use an IANA name such as Europe/Berlin or America/Denver")
-    if _get(data, "providers", "command", "enabled") is True and _get(
-            data, "providers", "command", "argv") is None:
-        lines.append(f"config error: {source}: providers.command.argv: missing; an enabled "
-                     'command provider needs argv, e.g. ["my-agent", "--print", "{prompt}"]')
-    custom = [c for c in _list(_get(data, "tasks", "custom")) if isinstance(c, dict)]
-    builtin = set(known_slugs)
-    for i, entry in enumerate(custom):
-        if entry.get("type") in builtin:
-            lines.append(f"config error: {source}: tasks.custom[{i}].type: {entry['type']!r} is a "
-                         "built-in task; choose another slug")
-    slugs = builtin | {str(e.get("type")) for e in custom}
-    for key, slug in _slug_refs(data):
-        if isinstance(slug, str) and slug not in slugs:
-            close = difflib.get_close_matches(slug, sorted(slugs), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            lines.append(f"config error: {source}: {key}: unknown task {slug!r}; {hint}"
-                         "see nightshift_tasks/catalog.yaml for every task")
-    return lines
 
 
 # The keys a project's own nightshift.yaml may set (§1.5 of the behaviour spec).
@@ -366,7 +270,9 @@ def load_project_override(path: Path, known_slugs: list[str]) -> tuple[dict[str,
     if not isinstance(raw, dict):
         raise ConfigError([f"config error: {path}: (top level): is {_type_name(raw)}; expected a "
                            "mapping"])
-    errors = validate(raw, schema, str(path)) + semantic_errors(raw, str(path), known_slugs)
+    normalise_enums(raw, schema)
+    errors = (validate(raw, schema, str(path)) + value_errors(raw, schema, str(path))
+              + semantic_errors(raw, str(path), known_slugs))
     allowed = ", ".join(sorted(dotted(k) for k in PROJECT_KEYS))
     notes = []
     for key in _leaves(raw):
@@ -427,7 +333,9 @@ def load_config(path: Path, known_slugs: list[str],
         raise ConfigError([f"config error: {path}: (top level): is {_type_name(raw)}; "
                            "expected a mapping of sections such as projects, tasks, providers"])
     env_keys, errors = env_overrides(raw, schema, env)
+    normalise_enums(raw, schema)
     errors += validate(raw, schema, str(path), env_keys)
+    errors += value_errors(raw, schema, str(path), env_keys)
     errors += semantic_errors(raw, str(path), known_slugs)
     if errors:
         raise ConfigError(errors)

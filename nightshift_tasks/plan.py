@@ -136,6 +136,15 @@ def project_data(config: Config, ref: ProjectRef, slugs: list[str]) -> tuple[dic
     return merged(config.data, override), notes
 
 
+def invalid_project_config(ref: ProjectRef, lines: list[str]) -> ProjectPlan:
+    """A project whose own nightshift.yaml is unusable is skipped with its problems, so one
+    repository's file cannot stop the others; every line is shown as a warning."""
+    first = lines[0].removeprefix("config error: ").replace(f"{ref.path}/", "", 1)
+    more = f" (+{len(lines) - 1} more, listed as warnings)" if len(lines) > 1 else ""
+    return ProjectPlan(ref.name, ref.path, None, [], f"invalid config: {first}{more}",
+                       warnings=tuple(lines))
+
+
 class Planner:
     """Builds the plan; one instance per doit invocation."""
 
@@ -161,7 +170,7 @@ class Planner:
         refs = resolve_projects(self.config.data["projects"], state.project_last_runs(self.conn))
         slugs = [t.slug for t in self.catalog]
         cap = self.config.section("schedule")["max_projects"]
-        plans, errors, planned = [], [], 0
+        plans, planned = [], 0
         closed = self.window_closed()
         for ref in refs:
             problem = ref.missing or closed or git.unusable(ref.path)
@@ -172,13 +181,11 @@ class Planner:
             try:
                 data, notes = project_data(self.config, ref, slugs)
             except ConfigError as exc:
-                errors += exc.lines
+                plans.append(invalid_project_config(ref, exc.lines))
                 continue
             plan = self.plan_project(ref, data, notes, over_cap=bool(cap) and planned >= cap)
             planned += bool(plan.tasks) and not plan.finished_today
             plans.append(plan)
-        if errors:
-            raise ConfigError(errors)
         return Plan(plans, self.allowances)
 
     def window_closed(self) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,17 +31,27 @@ def _excluded(path: str, excludes: list[str]) -> bool:
                for ex in excludes)
 
 
+def _check(path: str) -> tuple[str, str | None]:
+    """(absolute path, why it cannot be a project or None). Symlink loops and unreadable
+    parents make a problem, never an exception."""
+    try:
+        real = Path(path).resolve()
+        if not real.exists():
+            return str(real), "path does not exist"
+        return str(real), None if real.is_dir() else "path is not a directory"
+    except RuntimeError:  # how resolve() reports a symlink loop before Python 3.13
+        return os.path.abspath(path), "path is a symlink loop"
+    except OSError as exc:  # ELOOP from 3.13 on; EACCES for a parent we may not enter
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+        return os.path.abspath(path), f"path {why}"
+
+
 def _expand(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
     """(absolute path, problem) pairs for one config entry."""
     if "path" in entry:
-        path = str(Path(entry["path"]).resolve())
-        if not Path(path).exists():
-            return [(path, "path does not exist")]
-        if not Path(path).is_dir():
-            return [(path, "path is not a directory")]
-        return [(path, None)]
-    matches = sorted(str(Path(m).resolve()) for m in glob.glob(entry["pattern"], recursive=True))
-    dirs = [m for m in matches if Path(m).is_dir() and not _excluded(m, entry["exclude"])]
+        return [_check(entry["path"])]
+    matches = sorted((_check(m) for m in glob.glob(entry["pattern"], recursive=True)), key=lambda c: c[0])
+    dirs = [m for m, problem in matches if problem is None and not _excluded(m, entry["exclude"])]
     if not dirs:
         return [(entry["pattern"], "pattern matched no directory")]
     return [(d, None) for d in dirs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import os
 import sys
@@ -16,11 +17,17 @@ from tabulate import tabulate
 from nightshift_tasks import prompts
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import Config, ConfigError, open_config, schema_defaults, split_variables
+from nightshift_tasks.config_checks import canonical_choice
 from nightshift_tasks.context import read_context
 from nightshift_tasks.durations import format_interval
 from nightshift_tasks.sources import gather
 
 EXIT_USAGE = 2
+
+
+def _choice(value: str, choices: list[str]) -> str:
+    """Filters ignore case and dashes, as the original did: --category PR, --cost veryhigh."""
+    return canonical_choice(value, choices) or value
 
 
 def _config(var: str | None) -> Config | None:
@@ -96,8 +103,9 @@ def main(argv: list[str]) -> int:
                                      description="The task catalogue. Add config=PATH to pick a config.")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list built-in and custom tasks")
-    listing.add_argument("--category", choices=list(catalog_data()["categories"]))
-    listing.add_argument("--cost", choices=list(catalog_data()["cost_tiers"]))
+    for flag, section in (("--category", "categories"), ("--cost", "cost_tiers")):
+        choices = list(catalog_data()[section])
+        listing.add_argument(flag, choices=choices, type=functools.partial(_choice, choices=choices))
     listing.add_argument("--json", action="store_true")
     show = sub.add_parser("show", help="a task's details and the prompts of each phase")
     show.add_argument("slug")

@@ -96,6 +96,10 @@ case $phase in
 esac
 """
 
+# "Billion laughs": ten levels of nine aliases each, 9**10 values if expanded.
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefghi", "bcdefghij", strict=True))
+
 
 @dataclass(frozen=True)
 class Call:

@@ -3,6 +3,7 @@ and the CLI contract (exit 2, one line per problem, no traceback, nothing writte
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import jsonschema
@@ -11,7 +12,7 @@ import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
 from nightshift_tasks.config import ConfigError, load_config, load_schema
-from tests.conftest import ROOT, Env
+from tests.conftest import LAUGHS, ROOT, Env
 
 
 def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -131,7 +132,8 @@ def test_example_config_validates_and_loads() -> None:
 @pytest.mark.parametrize("command", [["list"], ["run", "-n", "2"]])
 def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[str]) -> None:
     env.projects(["alpha"])
-    env.config.write_text(env.config.read_text() + "budget: {mode: hourly}\nextra: 1\n")
+    env.write_config({"budget": {"mode": "hourly"}})
+    env.config.write_text(env.config.read_text() + "extra: 1\n")
     result = env.doit(*command)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -156,3 +158,90 @@ def test_explicit_config_that_does_not_exist_is_an_error(env: Env) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (f"config error: $NIGHTSHIFT_CONFIG names "
                                      f"{env.tmp / 'nope.yaml'}, which does not exist")
+
+
+UNKNOWN_TOP = "unknown key; allowed keys: budget, integrations, logging, projects, providers, publish, " \
+              "reporting, schedule, tasks"
+NOT_A_TAG = "is not supported; use plain strings, numbers, booleans, lists and mappings"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("projects: []\n".encode("utf-16"), ["file is UTF-16; save it as UTF-8"]),
+    ("projects: []\n".encode("utf-32"), ["file is UTF-32; save it as UTF-8"]),
+    ("projects: []\n".encode("utf-16-le"), [
+        "file contains NUL bytes (UTF-16 without a byte-order mark, or not text); save it as UTF-8 text"]),
+    (b"reporting:\n  email: caf\xe9\n", ["line 2, column 13: not UTF-8 (byte 0xe9); save the file as UTF-8"]),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", ["line 1, column 67: nested more than 64 levels deep"]),
+    (b"projects: &a [*a]\n", ["line 1, column 15: alias *a is inside its own anchor, so it would never "
+                              "end; aliases may only repeat finished values"]),
+    (b"budget: {mode: !!binary aGVsbG8=}\n", [f"line 1, column 16: the tag !!binary {NOT_A_TAG}"]),
+    (b"budget: {mode: !!set {a, b}}\n", [f"line 1, column 16: the tag !!set {NOT_A_TAG}"]),
+    (b"budget: {mode: 2024-01-01}\n",
+     ['budget.mode: "2024-01-01" is not allowed; allowed: "daily", "weekly"']),
+    (b"1: x\nbogus: y\n", [f"1: {UNKNOWN_TOP}", f"bogus: {UNKNOWN_TOP}"]),
+    (b"tasks: {custom: [{type: {a: 1}, name: N, description: d}]}\n",
+     ["tasks.custom[0].type: is a mapping; expected string"]),
+    (b"budget: {weekly_tokens: 1" + b"0" * 400 + b"}\n",
+     ["budget.weekly_tokens: 10000000000000000000000… is out of range; allowed: -1000000000000000 to "
+      "1000000000000000"]),
+    (b"budget: {weekly_tokens: 1" + b"0" * 5000 + b"}\n",
+     ["line 1, column 25: the number 1000000000000000000… has 5,001 digits; far too large for any setting"]),
+    (b'providers: {claude: {timeout: "30m\\n"}}\n',
+     ["providers.claude.timeout: '30m\\n' is not a duration; use Go syntax such as 30m, 1h30m, 168h, or 7d"]),
+    (b"projects: []\nschedule: {max_tasks: 2}\nprojects: [{path: /x}]\n",
+     ["line 3, column 1: duplicate key 'projects' (first on line 1); each key may appear once in a mapping"]),
+    (b'projects: [{path: "/tmp/a\\0b"}]\n',
+     ["projects[0].path: '/tmp/a\\x00b' contains a NUL character, which no path, argument or name can hold"]),
+    (b"tasks: {intervals: {lint-fix: " + b"x" * 100_000 + b"}}\n",
+     [f"tasks.intervals.lint-fix: '{'x' * 78}… is not a duration; use Go syntax such as 30m, 1h30m, 168h, "
+      "or 7d"]),
+    (b"# " + b"x" * 1_000_000 + b"\n", ["file is larger than 1,000,000 bytes; a config is a few kilobytes"]),
+    (LAUGHS.encode(), ["line 5, column 4: expands to more than 50,000 values through aliases; a config "
+                       "needs far fewer"]),
+], ids=["utf-16", "utf-32", "utf-16-no-bom", "latin-1", "nested-5000", "self-alias", "binary", "set", "date",
+        "int-and-str-keys", "mapping-as-slug", "10**400", "5001-digits", "duration-newline", "duplicate-key",
+        "nul-in-path", "long-value-quoted-briefly", "huge-file", "billion-laughs"])
+def test_unreadable_configs_are_one_line_errors(env: Env, content: bytes, expected: list[str]) -> None:
+    env.config.write_bytes(content)
+    started = time.monotonic()
+    result = env.doit("list")
+    assert time.monotonic() - started < 20
+    assert "Traceback" not in result.stderr
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2, [f"config error: {env.config}: {line}" for line in expected])
+    assert not env.home.exists()
+
+
+def test_environment_values_with_a_newline_or_huge_number_are_errors(env: Env) -> None:
+    env.projects(["alpha"])
+    result = env.doit("list", NIGHTSHIFT_PROVIDERS_COMMAND_TIMEOUT="30m\n",
+                      NIGHTSHIFT_BUDGET_WEEKLY_TOKENS="9" * 30)
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        "config error: $NIGHTSHIFT_PROVIDERS_COMMAND_TIMEOUT: providers.command.timeout: '30m\\n' is not a "
+        "duration; use Go syntax such as 30m, 1h30m, 168h, or 7d",
+        "config error: $NIGHTSHIFT_BUDGET_WEEKLY_TOKENS: budget.weekly_tokens: 99999999999999999999999… is "
+        "out of range; allowed: -1000000000000000 to 1000000000000000"])
+    assert not env.home.exists()
+
+
+def test_a_custom_task_slug_given_twice_is_a_config_error(env: Env) -> None:
+    env.projects(["alpha"])
+    entry = {"type": "mine", "name": "Mine", "description": "d"}
+    env.write_config({"tasks": {"enabled": ["mine"], "custom": [entry, {**entry, "name": "Other"}, entry]}})
+    result = env.doit("run")
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        f"config error: {env.config}: tasks.custom[{i}].type: 'mine' is also tasks.custom[0].type; each "
+        "custom task needs its own slug" for i in (1, 2)])
+    assert not env.home.exists()
+
+
+def test_enum_values_ignore_case_and_dashes(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("budget: {mode: Weekly}\nlogging: {level: DEBUG}\ntasks:\n  custom:\n"
+                    "  - {type: mine, name: M, description: d, category: PR, cost_tier: Very_High, "
+                    "risk_level: Medium}\n")
+    config = load_config(path, builtin_slugs(), {"NIGHTSHIFT_PUBLISH_MODE": "PR"})
+    assert (config.section("budget")["mode"], config.section("logging")["level"],
+            config.section("publish")["mode"]) == ("weekly", "debug", "pr")
+    custom = config.section("tasks")["custom"][0]
+    assert (custom["category"], custom["cost_tier"], custom["risk_level"]) == ("pr", "very-high", "medium")

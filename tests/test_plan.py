@@ -7,7 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Env
+import pytest
+
+from nightshift_tasks.errors import clip
+from tests.conftest import LAUGHS, Env, summary_rows
 
 
 def test_no_provider_skips_every_project_with_the_reason(env: Env) -> None:
@@ -149,18 +152,37 @@ def test_project_own_config_overrides_allowed_keys(env: Env) -> None:
         in listed.stderr
 
 
-def test_project_own_config_errors_name_that_file(env: Env) -> None:
-    (a,) = env.projects(["a"])
+ALLOWED_HERE = ("budget.max_percent, budget.reserve_percent, logging.level, providers.claude.enabled, "
+                "providers.codex.enabled, schedule.cron, schedule.interval, tasks.disabled, tasks.enabled, "
+                "tasks.priorities")
+
+
+@pytest.mark.parametrize(("content", "problems"), [
+    (b"tasks: {enabled: [dead-cod]}\nschedule: {max_tasks: 3}\nbudget: {mode: weekly}\n", [
+        f"budget.mode: cannot be set per project; allowed here: {ALLOWED_HERE}",
+        f"schedule.max_tasks: cannot be set per project; allowed here: {ALLOWED_HERE}",
+        "tasks.enabled[0]: unknown task 'dead-cod'; did you mean 'dead-code'? see "
+        "nightshift_tasks/catalog.yaml for every task"]),
+    (b"schedule: &a {cron: '0 3 * * *', again: *a}\n", [
+        "line 1, column 41: alias *a is inside its own anchor, so it would never end; aliases may only "
+        "repeat finished values"]),
+    ("tasks: {enabled: [dead-code]}\n".encode("utf-16"), ["file is UTF-16; save it as UTF-8"]),
+    (LAUGHS.encode(), ["line 5, column 4: expands to more than 50,000 values through aliases; a config "
+                       "needs far fewer"]),
+], ids=["invalid-keys", "self-alias", "utf-16", "billion-laughs"])
+def test_a_hostile_project_config_skips_that_project_only(env: Env, content: bytes,
+                                                          problems: list[str]) -> None:
+    a, _ = env.projects(["a", "b"])
     own = a / "nightshift.yaml"
-    own.write_text("tasks: {enabled: [dead-cod]}\nschedule: {max_tasks: 3}\nbudget: {mode: weekly}\n")
+    own.write_bytes(content)
     result = env.doit("run")
-    assert result.returncode == 2
-    allowed = ("budget.max_percent, budget.reserve_percent, logging.level, providers.claude.enabled, "
-               "providers.codex.enabled, schedule.cron, schedule.interval, tasks.disabled, "
-               "tasks.enabled, tasks.priorities")
-    assert result.stderr.splitlines() == sorted([
-        f"config error: {own}: budget.mode: cannot be set per project; allowed here: {allowed}",
-        f"config error: {own}: schedule.max_tasks: cannot be set per project; allowed here: {allowed}",
-        f"config error: {own}: tasks.enabled[0]: unknown task 'dead-cod'; did you mean 'dead-code'? "
-        "see nightshift_tasks/catalog.yaml for every task"])
-    assert not env.record.exists()
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 0
+    assert {(c.project, c.task) for c in env.calls()} == {("b", "lint-fix")}
+    assert [line for line in result.stderr.splitlines() if line.startswith("nightshift: warning: a: ")] \
+        == [f"nightshift: warning: a: config error: {own}: {line}" for line in problems]
+    more = f" (+{len(problems) - 1} more, listed as warnings)" if len(problems) > 1 else ""
+    reason = f"skipped: invalid config: nightshift.yaml: {problems[0]}{more}"
+    assert summary_rows(result.stdout)["a"][:6] == ["-", "0", "0", "0", "0", "0"]
+    assert " ".join(summary_rows(result.stdout)["a"][7:]) == clip(reason, 70)
+    assert f"a   {reason}" in env.doit("list").stdout

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from nightshift_tasks.projects import resolve_projects, safe_name
+from tests.conftest import Env
 
 
 def entry(**kw: object) -> dict[str, object]:
@@ -35,3 +36,24 @@ def test_pattern_exclude_missing_and_order(tmp_path: Path) -> None:
 
 def test_safe_name() -> None:
     assert safe_name("my app:v2=x") == "my-app-v2-x"
+
+
+def test_symlink_loops_are_a_reason_not_a_crash(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    (tmp_path / "src" / "ok").mkdir(parents=True)
+    (tmp_path / "src" / "bad").symlink_to(tmp_path / "src" / "bad")
+    refs = resolve_projects([entry(path=str(loop)), entry(pattern=str(tmp_path / "src" / "*"))], {})
+    assert [(r.name, r.path, r.missing) for r in refs] == [
+        ("loop", str(loop), "path is a symlink loop"), ("ok", str(tmp_path / "src" / "ok"), None)]
+
+
+def test_a_symlink_loop_project_is_skipped_and_the_others_run(env: Env) -> None:
+    (good,) = env.projects(["good"])
+    loop = env.tmp / "loop"
+    loop.symlink_to(loop)
+    env.write_config({"projects": [{"path": str(loop)}, {"path": str(good)}]})
+    result = env.doit("run")
+    assert (result.returncode, "Traceback" in result.stderr) == (0, False)
+    assert {c.project for c in env.calls()} == {"good"}
+    assert f"loop   skipped: path is a symlink loop: {loop}" in env.doit("list").stdout

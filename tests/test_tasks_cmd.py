@@ -55,3 +55,18 @@ def test_errors_exit_2(env: Env) -> None:
     assert bad.stderr.startswith(f"config error: {env.config}: tasks.bogus: unknown key")
     usage = tasks(env, "list", "--category", "nope")
     assert usage.returncode == 2 and "invalid choice: 'nope'" in usage.stderr
+
+
+def test_filters_and_custom_task_values_ignore_case(env: Env) -> None:
+    env.projects(["a"])
+    env.write_config({"tasks": {"custom": [{"type": "mine", "name": "Mine", "description": "d",
+                                            "category": "PR", "cost_tier": "Very-High",
+                                            "risk_level": "High"}]}})
+    out = tasks(env, "list", "--category", "PR", "--cost", "veryhigh", f"config={env.config}")
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()[2:-2]] == ["mine"]
+    assert tasks(env, "list", "--category", "pr", "--cost", "very-high", f"config={env.config}").stdout \
+        == out.stdout
+    (mine,) = [t for t in json.loads(tasks(env, "list", "--json", f"config={env.config}").stdout)
+               if t["slug"] == "mine"]
+    assert (mine["category"], mine["cost"], mine["risk"]) == ("pr", "very-high", "high")

@@ -1,0 +1,188 @@
+"""Read a YAML config file that may be hostile (a project's own nightshift.yaml is written
+by whoever controls the repository): strict UTF-8, bounded size, depth and alias expansion,
+no duplicate keys, and only the plain JSON-like types.
+
+Every problem becomes `config error: <file>: line N, column M: <what>`; nothing raises
+anything but ConfigError.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from nightshift_tasks.errors import ConfigError, clip
+
+MAX_BYTES = 1_000_000  # a config is a few kilobytes
+MAX_DEPTH = 64  # nesting of lists and mappings
+MAX_VALUES = 50_000  # values in the document, counting each alias as a copy of its anchor
+_UNSUPPORTED = ("binary", "set", "omap", "pairs")  # tags that make bytes, sets or tuples
+
+
+class _Problem(Exception):
+    """A loader problem at a place in the file; ends the load at once."""
+
+    def __init__(self, mark: Any, what: str) -> None:
+        super().__init__(what)
+        self.mark, self.what = mark, what
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses what a config never needs and a hostile file could abuse."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.open_anchors: list[str] = []
+        self.sizes: dict[int, int] = {}  # id(node) -> values it expands to
+        self.problems: list[tuple[int, int, str]] = []  # (line, column, what): reported together
+
+    def note(self, mark: Any, what: str) -> None:
+        line, column = (mark.line, mark.column) if mark else (-1, -1)
+        self.problems.append((line, column, f"{_where(mark)}{what}"))
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self.open_anchors:
+                raise _Problem(event.start_mark, f"alias *{clip(event.anchor, 40)} is inside its own "
+                               "anchor, so it would never end; aliases may only repeat finished values")
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise _Problem(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        anchor = getattr(event, "anchor", None)
+        self.depth += 1
+        self.open_anchors += [anchor] if anchor else []
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+            if anchor:
+                self.open_anchors.pop()
+        if node is None:
+            return None
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        size = 1 + sum(self.sizes.get(id(child), 1) for child in children)
+        if size > MAX_VALUES:
+            raise _Problem(node.start_mark, f"expands to more than {MAX_VALUES:,} values through "
+                           "aliases; a config needs far fewer")
+        self.sizes[id(node)] = size
+        return node
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Keys are names: a scalar key is taken as its text (`1:` is the key "1"), a list or
+        mapping as a key is refused, and a key given twice is an error naming both lines."""
+        seen: dict[str, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Problem(key_node.start_mark, "a key must be a name, not a list or mapping")
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            first = seen.setdefault(key_node.value, key_node.start_mark)
+            if first is not key_node.start_mark:
+                self.note(key_node.start_mark, f"duplicate key {clip(repr(key_node.value), 40)} (first "
+                          f"on line {first.line + 1}); each key may appear once in a mapping")
+        self.flatten_mapping(node)
+        mapping = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise _Problem(key_node.start_mark, "a key must be a name, not a list or mapping")
+            mapping[key_node.value] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses int() of more than 4300 digits
+            self.note(node.start_mark, f"the number {clip(node.value, 20)} has {len(node.value):,} "
+                      "digits; far too large for any setting")
+            return 0
+
+    def construct_text(self, node: ScalarNode) -> str:
+        return str(self.construct_scalar(node))
+
+    def construct_unsupported(self, node: Node) -> None:
+        self.note(node.start_mark, f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not "
+                  "supported; use plain strings, numbers, booleans, lists and mappings")
+
+
+# Unquoted dates stay text (the schema then reports them where a date makes no sense).
+StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", StrictLoader.construct_text)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+for _tag in _UNSUPPORTED:
+    StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", StrictLoader.construct_unsupported)
+
+
+def decode(path: Path, data: bytes) -> str:
+    """Strict UTF-8 (a UTF-8 byte-order mark is fine); other encodings get a clear error."""
+    fail = f"config error: {path}: "
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if data.startswith(bom):
+            raise ConfigError([f"{fail}file is {name}; save it as UTF-8"])
+    if b"\0" in data:
+        raise ConfigError([f"{fail}file contains NUL bytes (UTF-16 without a byte-order mark, or "
+                           "not text); save it as UTF-8 text"])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([f"{fail}line {line}, column {column}: not UTF-8 (byte "
+                           f"0x{data[exc.start]:02x}); save the file as UTF-8"]) from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; every problem names the file and, where there is one, the line."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"config error: {path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError([f"config error: {path}: file is larger than {MAX_BYTES:,} bytes; a config "
+                           "is a few kilobytes"])
+    text = decode(path, data)
+    try:
+        loader = StrictLoader(text)  # the reader refuses control characters here already
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError([f"config error: {path}: line {line}, column {column}: invalid YAML: "
+                           f"character U+{exc.character:04X} is not allowed in YAML; remove it"]) from None
+    try:
+        value = loader.get_single_data()
+    except _Problem as exc:
+        loader.note(exc.mark, exc.what)
+    except yaml.MarkedYAMLError as exc:
+        what = clip(exc.problem or exc.context or "invalid YAML", 200)
+        loader.note(exc.problem_mark or exc.context_mark, f"invalid YAML: {what}")
+    except RecursionError:  # belt and braces: MAX_DEPTH keeps the composer far from the limit
+        loader.note(None, f"nested too deeply; at most {MAX_DEPTH} levels")
+    finally:
+        loader.dispose()
+    if loader.problems:
+        raise ConfigError([f"config error: {path}: {what}" for *_, what in sorted(loader.problems)])
+    return unshared(value)
+
+
+def unshared(value: Any) -> Any:
+    """A copy in which every alias is its own value, so filling in defaults or expanding
+    paths at one place never changes another."""
+    if isinstance(value, dict):
+        return {key: unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unshared(item) for item in value]
+    return value
