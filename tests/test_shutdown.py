@@ -27,7 +27,7 @@ def escape(env: Env) -> None:
 
 def test_sigterm_while_doit_forks_its_workers_ends_the_run(env: Env) -> None:
     """Today's hang: TERM to doit's main process in the first moments of `run -n 4`."""
-    env.projects(["alpha", "beta", "gamma", "delta"])
+    env.projects(["alpha", "beta", "gamma", "delta"], schedule={"max_tasks": len(TASKS)})
     escape(env)
     rng = random.Random(11)
     outcomes = [signalled_run(env, 4, signal.SIGTERM, "fork", rng) for _ in range(5)]
