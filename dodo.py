@@ -3,7 +3,11 @@
 The same tasks are available from anywhere as `python -m nightshift_tasks <doit args>`.
 """
 
-from nightshift_tasks.graph import doit_config, task_projects
+from nightshift_tasks import shutdown
+
+shutdown.guard_main()  # before the slow imports: a signal from here on exits 130
+
+from nightshift_tasks.graph import doit_config, task_projects  # noqa: E402
 
 DOIT_CONFIG = doit_config()
 

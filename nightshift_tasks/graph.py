@@ -16,13 +16,12 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, state, storage
+from nightshift_tasks import execute, guard, shutdown, state, storage
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import Config, ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.paths import nightshift_home, pin_home
 from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
-from nightshift_tasks.process import interrupt_on_term
 
 EXIT_CONFIG = 2
 TRUE_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -106,8 +105,8 @@ def doit_config() -> dict[str, Any]:
     """DOIT_CONFIG: what a user should never have to type."""
     from nightshift_tasks.summary import SummaryReporter
 
+    shutdown.guard_main()
     load_engine()
-    interrupt_on_term()
     dep_file = nightshift_home() / "doit.sqlite"
     with storage.or_exit(dep_file):
         storage.private_file(dep_file)  # doit's SQLite keeps the mode we create it with

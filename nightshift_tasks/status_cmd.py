@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import agents, auth, guard, runlock, state, storage
+from nightshift_tasks import agents, auth, guard, runlock, shutdown, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.schedule_files import backend_files
@@ -49,7 +49,22 @@ def show_status(config: Config, last: int | None) -> int:
                                   "WHERE c.day = ? ORDER BY a.id", (today,))]
     print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
                                   "result or reason"]) if rows else f"nothing ran on {today}")
+    _, _, detail = lock_check()
+    if detail != "free":
+        print(f"\nrun lock: {detail}")
     return 0
+
+
+def lock_check() -> tuple[str, str, str]:
+    """Free, held by a working run, or held by a stuck one (which the next run breaks)."""
+    lock = nightshift_home() / "run.lock"
+    if runlock.acquire_probe(lock):
+        return "OK", "run lock", "free"
+    holder, reason = runlock.holder(lock), shutdown.stuck(lock)
+    if reason:
+        return ("WARN", "run lock", f"held by a stuck run ({holder}): {reason}; the next run "
+                "stops it and takes over")
+    return "OK", "run lock", f"held by a running run ({holder})"
 
 
 def show_report(day: str | None) -> int:
@@ -113,10 +128,7 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
     elif not usable:
         found.append(("FAIL", "providers", "no enabled provider is logged in"))
     found.append(cron_check(config))
-    lock = nightshift_home() / "run.lock"
-    holder = runlock.holder(lock) if lock.exists() else ""
-    free = runlock.acquire_probe(lock)
-    found.append(("OK", "run lock", "free" if free else f"held by a running run ({holder})"))
+    found.append(lock_check())
     disk = shutil.disk_usage(nightshift_home() if nightshift_home().exists() else Path.home())
     found.append(("OK" if disk.free >= MIN_FREE_BYTES else "WARN", "free disk",
                   f"{disk.free / (1 << 30):.1f} GiB"))

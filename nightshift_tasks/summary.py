@@ -18,17 +18,16 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, graph, guard, report, runlock, state, storage
+from nightshift_tasks import budget, git, graph, guard, process, report, runlock, shutdown, state, storage
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
-from nightshift_tasks.process import alive
+from nightshift_tasks.process import EXIT_INTERRUPTED, alive
 from nightshift_tasks.progress import LiveLine
 from nightshift_tasks.recovery import recover_orphans
 from nightshift_tasks.text import cells, one_line
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 EXIT_LOCKED = 0  # another run is working: nothing went wrong, so cron stays quiet
 COUNTED = ("completed", "failed", "abandoned", "skipped")
 REASON_WIDTH = 70
@@ -88,7 +87,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.started_at = state.now()
 
     def write(self, text: str) -> None:
-        """Every line doit or we print goes above the live status line, if there is one."""
+        """Every line doit or we print goes above the live status line, if there is one.
+        Each is a task event, so it is also the run's heartbeat."""
+        runlock.beat()
         if self.live:
             self.live.write(text)
         else:
@@ -102,12 +103,20 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         """The start of a `doit run` (never of `list`): take the run lock, then clean up
         after any crashed run before the first task is dispatched."""
         engine = graph.load_engine()
-        held_by = runlock.acquire(nightshift_home() / "run.lock")
+        lock, bound = nightshift_home() / "run.lock", shutdown.progress_bound(engine.config)
+        held_by = runlock.acquire(lock, bound)
+        reason = shutdown.stuck(lock) if held_by else None
+        if reason:
+            self.write(f"nightshift: the run holding the lock ({held_by}) is stuck: {reason}; "
+                       "stopping it and taking over\n")
+            shutdown.take_over(lock)
+            held_by = runlock.acquire(lock, bound)
         if held_by:
             self.locked_out = True
             self.write(f"nightshift: another run ({held_by.strip()}) holds the lock; "
                        "nothing to do\n")
             sys.exit(EXIT_LOCKED)
+        process.set_phase("running")
         conn = guard.connection(str(engine.db_path))
         for note in recover_orphans(conn):
             self.write(f"nightshift: {note}\n")
@@ -176,14 +185,16 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     @_storage_exits
     def complete_run(self) -> None:
-        if self.locked_out:
+        process.set_phase("finishing")  # a signal from here on only makes the exit 130
+        if self.locked_out or not runlock.held():
             return
+        shutdown.stop_workers()  # before the report, so it shows what they recorded
         if self.live:
             self.live.stop()
             self.live = None
         if self.halted:
             return
-        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt) or bool(process.signalled())
         self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         engine = graph.load_engine()
         record = report.run_record(guard.connection(str(engine.db_path)), engine.plan,

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.process import run_process
+from nightshift_tasks.process import alive, run_process
 
 
 def test_output_exit_code_and_cwd(tmp_path: Path) -> None:
@@ -51,3 +55,45 @@ def test_stdin_comes_from_a_file_and_is_empty_by_default(tmp_path: Path) -> None
                        stdin=data).ok
     assert run_process(["true"], str(tmp_path), 10, os.environ, stdin=data).ok
     assert run_process(["cat"], str(tmp_path), 10, os.environ).stdout == ""
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_an_interrupt_while_recording_the_agent_means_it_never_runs(tmp_path: Path) -> None:
+    """A signal during the ledger write of the agent's pgid: the agent must not be left
+    running unrecorded. It is held at the gate until the write is done, so it never ran."""
+    ran = tmp_path / "ran"
+    seen: list[int] = []
+
+    def record(pgid: int) -> None:
+        seen.append(pgid)
+        raise KeyboardInterrupt("signal 15")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_process(["sh", "-c", f"echo $$ > {ran}; exec sleep 300"], str(tmp_path), 30,
+                    os.environ, grace=1, started=record)
+    assert _gone(seen[0])
+    assert not ran.exists()
+
+
+def test_a_kill_9_while_recording_the_agent_means_it_never_runs(tmp_path: Path) -> None:
+    """The worker dies (kill -9) between starting the agent and recording it: the gate
+    sees its pipe close and exits without running the agent."""
+    ran, gate = tmp_path / "ran", tmp_path / "gate"
+    script = (f"import os, signal; from nightshift_tasks.process import run_process\n"
+              f"def record(pgid):\n    open({str(gate)!r}, 'w').write(str(pgid))\n"
+              f"    os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"run_process(['sh', '-c', 'echo $$ > {ran}; exec sleep 300'], {str(tmp_path)!r}, "
+              f"30, os.environ, started=record)\n")
+    worker = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(
+        Path(__file__).resolve().parent.parent)}, timeout=60, check=False)
+    assert worker.returncode == -signal.SIGKILL
+    assert _gone(int(gate.read_text()))
+    assert not ran.exists()
