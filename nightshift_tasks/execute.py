@@ -223,7 +223,8 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
         span = spec["window"]
         reason = (f"the time window {window.describe(span)} closed before this task could start"
-                  if span and not window.is_open(span, state.now()) else publish.preflight(spec, conn))
+                  if span and not window.is_open(span, state.now())
+                  else publish.preflight(spec, conn, attempt))
         skipped = (LoopResult("skipped", 0, error=reason) if reason
                    else _reserve(conn, spec, agent.provider, attempt))
         published = None
@@ -240,6 +241,7 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
+            publish.release_slot(conn, attempt)
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
                                                           result.error,
                                                           published.output_ref if published else None,

@@ -157,6 +157,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN phase TEXT;
     """,
+    # 7: PR slots held by running tasks (prs rows with action 'reserved'), and the commit
+    # nightshift last set each task branch to, so that it replaces nothing but its own.
+    """
+    ALTER TABLE prs ADD COLUMN attempt_id INTEGER;
+    ALTER TABLE prs ADD COLUMN pid INTEGER;
+    CREATE INDEX idx_prs_action ON prs(action);
+    CREATE TABLE branch_heads (
+        project_path TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        own INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (project_path, branch)
+    );
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
