@@ -36,6 +36,11 @@ class ProviderExhausted(Exception):
     the next provider."""
 
 
+class SkipTask(Exception):
+    """The task is skipped: the window closed or a publish check refused before it started,
+    or the provider it runs on (or fails over to) has too little allowance left."""
+
+
 def _note(log: Path, text: str) -> None:
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"----- nightshift: {text}\n")
@@ -68,10 +73,43 @@ class ProviderAgent:
                 if self.index + 1 >= len(self.candidates):
                     raise AgentFailure(f"{phase}: {exc}; no other provider to fail over to",
                                        kind="provider") from None
+                budget.release(self.conn, self.attempt_id, self.provider)
                 self.index += 1
                 self.path.append(self.provider)
                 _note(self.log, f"switching to {self.provider} for the rest of the chain: {exc}")
-                state.set_chain_provider(self.conn, self.chain_id, self.provider)
+                state.fail_over(self.conn, self.chain_id, self.attempt_id, self.path)
+                reason = self.reserve()
+                if reason:
+                    raise SkipTask(reason) from None
+
+    def reserve(self) -> str | None:
+        """Reserve the task's estimate from the allowance of the provider it runs on now; why
+        it must be skipped, if it can't. While other tasks' open reservations are all that
+        stand in the way, wait for them to settle (at most the provider's timeout, and not
+        past the time window)."""
+        pools = self.spec["pools"]
+        if pools is None:
+            return None  # the budget is ignored
+        cand, pool = self.candidates[self.index], pools[self.provider]
+        ask = budget.Ask(self.attempt_id, self.spec["run_id"], self.provider, pool["estimate"],
+                         pool["allowance"], os.getpid())
+        until, span = time.monotonic() + cand["timeout_s"], self.spec["window"]
+
+        def patience() -> bool:
+            return time.monotonic() < until and (not span or window.is_open(span, state.now()))
+
+        def waiting(now: budget.Standing) -> None:
+            _note(self.log, f"waiting for running tasks to settle their {self.provider} "
+                  f"reservations: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} "
+                  f"left of {ask.allowance:,} while they hold {now.held:,}")
+            state.set_phase(self.conn, self.attempt_id, f"waiting for {self.provider} budget")
+
+        fits, now = budget.reserve_waiting(self.conn, ask, patience, waiting)
+        if fits:
+            return None
+        held = f"; running tasks still hold {now.held:,}" if now.held else ""
+        return (f"budget: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} left of "
+                f"{ask.allowance:,} ({self.provider}){held}")
 
     def _with_retries(self, cand: dict[str, Any], phase: str, prompt: str) -> str:
         settings = cand["settings"]
@@ -136,20 +174,6 @@ class ProviderAgent:
         if reply.error or result.exit_code == 0:
             return failure
         return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
-
-
-def _reserve(conn: sqlite3.Connection, spec: dict[str, Any], provider: str,
-             attempt: int) -> LoopResult | None:
-    """Reserve the task's estimate from the run's allowance; a skip result if it won't fit."""
-    pool = spec["pool"]
-    if pool is None or pool["provider"] != provider:
-        return None  # budget ignored, or the chain failed over to an unbudgeted provider
-    fits, left = budget.reserve(conn, attempt, spec["run_id"], provider, pool["estimate"],
-                                pool["allowance"], os.getpid())
-    if fits:
-        return None
-    return LoopResult("skipped", 0, error=f"budget: needs ~{pool['estimate']:,} tokens, {left:,} "
-                      f"left of {pool['allowance']:,} ({provider})")
 
 
 def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: ProviderAgent,
@@ -225,14 +249,16 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
         reason = (f"the time window {window.describe(span)} closed before this task could start"
                   if span and not window.is_open(span, state.now())
                   else publish.preflight(spec, conn, attempt))
-        skipped = (LoopResult("skipped", 0, error=reason) if reason
-                   else _reserve(conn, spec, agent.provider, attempt))
         published = None
         try:
-            if skipped:
-                result = skipped
-            else:
-                result, published = _in_worktree(spec, conn, agent, brief, log)
+            reason = reason or agent.reserve()  # may wait for running tasks: interruptible
+            if reason:
+                raise SkipTask(reason)
+            result, published = _in_worktree(spec, conn, agent, brief, log)
+        except SkipTask as exc:  # before the task spent a token, the next run tries again
+            spent = state.attempt_usage(conn, attempt)["tokens"]
+            result = LoopResult("skipped", 0, error=str(exc),
+                                failure=None if spent else state.NOT_STARTED)
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise

@@ -18,6 +18,8 @@ from pathlib import Path
 from nightshift_tasks import storage
 
 TERMINAL = ("completed", "failed", "abandoned", "skipped")
+NOT_STARTED = "not-started"  # the failure of a task skipped before it spent a token
+RETRIED = ("provider", NOT_STARTED)  # final statuses the next run of the day tries again
 BUSY_TIMEOUT_MS = 2000  # waited quietly; a longer wait prints a note
 
 MIGRATIONS: list[str] = [
@@ -172,6 +174,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (project_path, branch)
     );
     """,
+    # 8: a reservation per attempt and provider: a task that fails over reserves again.
+    """
+    CREATE TABLE reservations_by_provider (
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+        run_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        estimate INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        open INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (attempt_id, provider)
+    );
+    INSERT INTO reservations_by_provider SELECT attempt_id, run_id, provider, estimate, pid, open,
+        created_at FROM reservations;
+    DROP TABLE reservations;
+    ALTER TABLE reservations_by_provider RENAME TO reservations;
+    CREATE INDEX idx_reservations_run ON reservations(run_id, provider);
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
@@ -318,7 +338,8 @@ class Chain:
     tasks: list[str]
     provider: str
     status: dict[str, str]
-    done: frozenset[str]  # final, except failures caused only by providers (retried next run)
+    done: frozenset[str]  # final, except provider failures and skips before any token
+    retried: dict[str, str]  # task -> how it ended last time, for those the next run retries
 
 
 def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
@@ -328,7 +349,7 @@ def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
 
 
 def _is_done(attempt: sqlite3.Row) -> bool:
-    return bool(attempt["status"] in TERMINAL and attempt["failure"] != "provider")
+    return bool(attempt["status"] in TERMINAL and attempt["failure"] not in RETRIED)
 
 
 def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
@@ -339,7 +360,9 @@ def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chai
     latest = _latest(conn, row["id"])
     return Chain(id=row["id"], tasks=json.loads(row["tasks"]), provider=row["provider"],
                  status={t: r["status"] for t, r in latest.items()},
-                 done=frozenset(t for t, r in latest.items() if _is_done(r)))
+                 done=frozenset(t for t, r in latest.items() if _is_done(r)),
+                 retried={t: f"{r['status']}: {r['error']}" for t, r in latest.items()
+                          if r["status"] in TERMINAL and not _is_done(r)})
 
 
 # ---- writes made by a running task ------------------------------------------------------
@@ -412,10 +435,18 @@ def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int, phase: 
                      (pgid, phase, attempt_id))
 
 
-def set_chain_provider(conn: sqlite3.Connection, chain_id: int, provider: str) -> None:
-    """After a fail-over, the rest of the project's chain uses the new provider."""
+def set_phase(conn: sqlite3.Connection, attempt_id: int, phase: str) -> None:
+    """What the attempt is doing between agent calls (waiting for budget), for live progress."""
     with write(conn):
-        conn.execute("UPDATE chains SET provider = ? WHERE id = ?", (provider, chain_id))
+        conn.execute("UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
+
+
+def fail_over(conn: sqlite3.Connection, chain_id: int, attempt_id: int, path: list[str]) -> None:
+    """The rest of the project's chain uses the last provider of the path; the attempt shows
+    every provider it ran on ("claude→codex")."""
+    with write(conn):
+        conn.execute("UPDATE chains SET provider = ? WHERE id = ?", (path[-1], chain_id))
+        conn.execute("UPDATE attempts SET provider = ? WHERE id = ?", ("→".join(path), attempt_id))
 
 
 def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
