@@ -109,26 +109,35 @@ def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetim
 def estimates(conn: sqlite3.Connection, provider: str) -> dict[str, tuple[int, int]]:
     """Per task: (median measured tokens of its latest completed runs on the provider, runs)."""
     found: dict[str, list[int]] = {}
-    for row in conn.execute("SELECT task, tokens FROM attempts WHERE provider = ? AND "
-                            "status = 'completed' AND tokens > 0 ORDER BY id DESC", (provider,)):
+    for row in conn.execute("SELECT task, tokens FROM attempts a WHERE provider = ? AND "
+                            "status = 'completed' AND tokens > 0 AND NOT EXISTS (SELECT 1 FROM "
+                            "calls c WHERE c.attempt_id = a.id AND c.usage_known = 0) "
+                            "ORDER BY id DESC", (provider,)):
         runs = found.setdefault(row["task"], [])
         if len(runs) < ESTIMATE_RUNS:
             runs.append(int(row["tokens"]))
     return {task: (int(statistics.median(runs)), len(runs)) for task, runs in found.items()}
 
 
+# Unknown usage (a command that reported none, or a malformed report) is not zero: the
+# reservation of an attempt with such a call stays charged at max(estimate, settled) after
+# the task ends, and such an attempt teaches no estimate.
+UNKNOWN_USAGE = "COALESCE(MIN(c.usage_known), 1) = 0"
+
+
 def _charged(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
     """Settled usage plus what open reservations still hold back, for one run and provider.
 
     An open reservation holds max(estimate, settled so far); once its task ends, or its
-    process died, only what was measured counts.
+    process died, only what was measured counts, unless a call's usage is unknown.
     """
     total = 0
     for row in conn.execute(
-            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled "
-            "FROM reservations r LEFT JOIN calls c ON c.attempt_id = r.attempt_id "
-            "WHERE r.run_id = ? AND r.provider = ? GROUP BY r.attempt_id", (run_id, provider)):
-        held = row["open"] and alive(row["pid"])
+            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
+            f"{UNKNOWN_USAGE} AS unknown FROM reservations r LEFT JOIN calls c "
+            "ON c.attempt_id = r.attempt_id WHERE r.run_id = ? AND r.provider = ? "
+            "GROUP BY r.attempt_id", (run_id, provider)):
+        held = (row["open"] and alive(row["pid"])) or row["unknown"]
         total += max(row["estimate"], row["settled"]) if held else row["settled"]
     return total
 
