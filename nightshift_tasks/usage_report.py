@@ -65,10 +65,10 @@ def _last_line(stdout: str) -> tuple[str, str | None]:
     """(stdout without a final usage line, that line's JSON), or (stdout, None)."""
     body = stdout.rstrip()
     cut = body.rfind("\n") + 1
-    word, _, rest = body[cut:].strip().partition(" ")
-    if word != LINE_PREFIX:
+    parts = body[cut:].split(None, 1)
+    if not parts or parts[0] != LINE_PREFIX:
         return stdout, None
-    return body[:cut], rest
+    return body[:cut], parts[1] if len(parts) > 1 else ""
 
 
 def _number(doc: dict[str, object], key: str, integer: bool) -> float:

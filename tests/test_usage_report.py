@@ -137,6 +137,11 @@ FULL = json.dumps(USAGE)
     (f"answer\nNIGHTSHIFT_USAGE {FULL}\n", "", "answer\n", None),
     (f"answer\n  NIGHTSHIFT_USAGE {FULL}  \n\n", "", "answer\n", None),
     (f"NIGHTSHIFT_USAGE {FULL}", "", "", None),
+    (f"answer\nNIGHTSHIFT_USAGE\t{FULL}", "", "answer\n", None),
+    ("answer\nNIGHTSHIFT_USAGE\n", "", "answer\n", "malformed usage report in the last "
+     "NIGHTSHIFT_USAGE line: not JSON (Expecting value)"),
+    ("", "", "", "no usage reported (neither $NIGHTSHIFT_USAGE_FILE nor a last NIGHTSHIFT_USAGE "
+     "line)"),
     ("answer\n", FULL, "answer\n", None),
     # the file wins; a usage line is still taken out of the reply
     ("answer\nNIGHTSHIFT_USAGE {}\n", FULL, "answer\n", None),
