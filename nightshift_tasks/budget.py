@@ -120,7 +120,7 @@ def estimates(conn: sqlite3.Connection, provider: str) -> dict[str, tuple[int, i
             "SELECT a.task, SUM(c.tokens) AS tokens FROM attempts a JOIN calls c ON "
             "c.attempt_id = a.id WHERE a.status = 'completed' GROUP BY a.id HAVING "
             "SUM(c.tokens) > 0 AND SUM(CASE WHEN c.provider = ? THEN 0 ELSE c.tokens END) = 0 "
-            "ORDER BY a.id DESC", (provider,)):
+            "AND MIN(c.usage_known) = 1 ORDER BY a.id DESC", (provider,)):
         runs = found.setdefault(row["task"], [])
         if len(runs) < ESTIMATE_RUNS:
             runs.append(int(row["tokens"]))
@@ -159,14 +159,20 @@ def settled(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
 
 def _held(conn: sqlite3.Connection, provider: str, run_id: str | None) -> int:
     """What open reservations hold back beyond the usage their task measured on the provider
-    (of one run, or of every run); a reservation whose process died holds nothing."""
+    (of one run, or of every run); a reservation whose process died holds nothing.
+
+    Unknown usage (a command that reported none, or a malformed report) is not zero: within
+    a run, a reservation with such a call stays held after its task ends. (Across runs the
+    usage reader counts it on its day instead.)
+    """
     held = 0
     for row in conn.execute(
-            "SELECT r.estimate, r.pid, COALESCE(SUM(c.tokens), 0) AS settled FROM reservations r "
+            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
+            "COALESCE(MIN(c.usage_known), 1) = 0 AS unknown FROM reservations r "
             "LEFT JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = r.provider "
-            "WHERE r.provider = ? AND r.open = 1 AND (? IS NULL OR r.run_id = ?) "
+            "WHERE r.provider = ? AND (? IS NULL AND r.open = 1 OR r.run_id = ?) "
             "GROUP BY r.attempt_id", (provider, run_id, run_id)):
-        if alive(row["pid"]):
+        if (row["open"] and alive(row["pid"])) or (run_id is not None and row["unknown"]):
             held += max(0, row["estimate"] - row["settled"])
     return held
 

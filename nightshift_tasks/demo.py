@@ -1,5 +1,6 @@
-"""`python -m nightshift_tasks demo`: sample repositories, a demo config, and a real
-`doit run -n 5` with the offline demo agent. Needs no AI CLI and no network."""
+"""`python -m nightshift_tasks demo`: sample repositories, a demo config, a real
+`doit run -n 5` with the offline demo agent, and the budget afterwards. Needs no AI CLI and
+no network."""
 
 from __future__ import annotations
 
@@ -83,5 +84,9 @@ def main(args: list[str]) -> int:
     env = {**os.environ, HOME_ENV: str(root / "home")}
     cmd = [sys.executable, "-m", "nightshift_tasks", "run", "-n", "5", f"config={config}", *args]
     code = subprocess.run(cmd, env=env, check=False).returncode
+    # The demo agent reports its usage, so the budget now shows what the run spent.
+    print(f"\nthe budget afterwards: nightshift-tasks budget config={config}\n", flush=True)
+    subprocess.run([sys.executable, "-m", "nightshift_tasks", "budget", f"config={config}"],
+                   env=env, check=False)
     print(f"\nreports: {root / 'home' / 'reports'}   logs: {root / 'home' / 'logs'}")
     return code

@@ -7,6 +7,7 @@ so the project's next task and every other project carry on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -17,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state, storage, window
+from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -134,8 +135,8 @@ class ProviderAgent:
     def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
         """One agent call: the reply text, or the classified failure."""
         name, settings = cand["name"], cand["settings"]
-        report = None  # only copilot reports its usage in a file of ours
-        if name == "copilot":
+        report = None  # the file copilot or a command reports its usage in
+        if name in agents.USAGE_FILE_PROVIDERS:
             fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
             os.close(fd)
         started = state.now()
@@ -144,22 +145,27 @@ class ProviderAgent:
             with agents.invocation(name, settings, prompt, report) as call, leases.slot(
                     self.conn, name, settings.get("max_concurrent"), ttl,
                     lambda text: _note(self.log, text)):
-                result = run_process(call.argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
-                                     stdin=call.stdin,
+                result = run_process(call.argv, self.cwd, cand["timeout_s"],
+                                     agents.agent_env(name, usage_file=report), stdin=call.stdin,
                                      started=lambda pgid: state.set_agent_pgid(
                                          self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
-            usage_text = Path(report).read_text(encoding="utf-8", errors="replace") if report else None
+            usage_text = usage_report.read(report) if report else None
         except agents.PromptTooLong as exc:  # a config that cannot carry this prompt
             result, usage_text = ProcResult(-1, "", "", 0.0, error=str(exc)), None
         finally:
             if report:
-                os.unlink(report)
+                with contextlib.suppress(OSError):  # the agent may have removed it
+                    os.unlink(report)
         append_log(self.log, f"{phase} via {name}", result)
         reply = agents.parse_reply(name, result.stdout, usage_text)
+        unknown = None if result.error else reply.usage_unknown  # nothing ran: it used nothing
+        if unknown:
+            _note(self.log, f"warning: {phase} via {name}: {unknown}; its usage counts as "
+                  "unknown, not as zero: the task's reservation stays charged")
         failure = None if result.ok and not reply.error else self._classify(cand, result, reply)
         state.record_call(self.conn, self.attempt_id, phase, name, started, result.exit_code,
                           failure.kind if failure else "ok", failure.message if failure else None,
-                          dataclasses.asdict(reply.usage))
+                          dataclasses.asdict(reply.usage), usage_known=unknown is None)
         return failure or reply.text
 
     @staticmethod
@@ -281,4 +287,4 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             "iterations": result.iterations, "error": result.error, "log": str(log),
             "published": published.note if published else "", "storage": str(fault or ""),
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
-            "cost_usd": float(used["cost_usd"])}
+            "cost_usd": float(used["cost_usd"]), "unknown_calls": int(used["unknown_calls"])}

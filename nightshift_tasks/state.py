@@ -192,6 +192,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reservations_by_provider RENAME TO reservations;
     CREATE INDEX idx_reservations_run ON reservations(run_id, provider);
     """,
+    # 9: whether a call's usage is known (0: a command reported none, or a malformed one).
+    """
+    ALTER TABLE calls ADD COLUMN usage_known INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
@@ -455,22 +459,26 @@ def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
 
 def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider: str,
                 started: datetime, exit_code: int | None, outcome: str, error: str | None,
-                usage: dict[str, float]) -> None:
-    """One agent call, with the usage the CLI reported (zero when it reported none); its
-    process group is gone, so recovery has nothing left to stop for the attempt."""
+                usage: dict[str, float], usage_known: bool = True) -> None:
+    """One agent call, with the usage the CLI reported (zero when it reported none, and
+    `usage_known` false when that zero is not the truth); its process group is gone, so
+    recovery has nothing left to stop for the attempt."""
     with write(conn):
         conn.execute("UPDATE attempts SET agent_pgid = NULL WHERE id = ?", (attempt_id,))
         conn.execute(
             f"INSERT INTO calls (attempt_id, phase, provider, started_at, ended_at, exit_code, "
-            f"outcome, error, {', '.join(USAGE_FIELDS)}) VALUES ({', '.join('?' * 16)})",
+            f"outcome, error, usage_known, {', '.join(USAGE_FIELDS)}) "
+            f"VALUES ({', '.join('?' * 17)})",
             (attempt_id, phase, provider, stamp(started), stamp(now()), exit_code, outcome, error,
-             *(usage.get(f, 0) for f in USAGE_FIELDS)))
+             int(usage_known), *(usage.get(f, 0) for f in USAGE_FIELDS)))
 
 
 def attempt_usage(conn: sqlite3.Connection, attempt_id: int) -> dict[str, float]:
-    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)} "
+    """The attempt's measured usage, and how many of its calls' usage is unknown."""
+    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)}, "
+                       "COALESCE(SUM(1 - usage_known), 0) AS unknown_calls "
                        "FROM calls WHERE attempt_id = ?", (attempt_id,)).fetchone()
-    return {f: row[f] for f in USAGE_FIELDS}
+    return {f: row[f] for f in (*USAGE_FIELDS, "unknown_calls")}
 
 
 def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) -> bool:
