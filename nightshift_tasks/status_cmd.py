@@ -16,6 +16,7 @@ from tabulate import tabulate
 from nightshift_tasks import agents, auth, guard, runlock, shutdown, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.schedule_cmd import next_run_note
 from nightshift_tasks.schedule_files import backend_files
 from nightshift_tasks.text import cells
 
@@ -52,6 +53,7 @@ def show_status(config: Config, last: int | None) -> int:
     _, _, detail = lock_check()
     if detail != "free":
         print(f"\nrun lock: {detail}")
+    print(f"\n{next_run_note(config)}")
     return 0
 
 

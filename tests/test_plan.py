@@ -158,9 +158,9 @@ ALLOWED_HERE = ("budget.max_percent, budget.reserve_percent, logging.level, prov
 
 @pytest.mark.parametrize(("content", "problems"), [
     (b"tasks: {enabled: [dead-cod]}\nschedule: {max_tasks: 3}\nbudget: {mode: weekly}\n", [
-        f"budget.mode: cannot be set per project; allowed here: {ALLOWED_HERE}",
-        f"schedule.max_tasks: cannot be set per project; allowed here: {ALLOWED_HERE}",
-        "tasks.enabled[0]: unknown task 'dead-cod'; did you mean 'dead-code'? see "
+        f"line 3, column 10: budget.mode: cannot be set per project; allowed here: {ALLOWED_HERE}",
+        f"line 2, column 12: schedule.max_tasks: cannot be set per project; allowed here: {ALLOWED_HERE}",
+        "line 1, column 19: tasks.enabled[0]: unknown task 'dead-cod'; did you mean 'dead-code'? see "
         "nightshift_tasks/catalog.yaml for every task"]),
     (b"schedule: &a {cron: '0 3 * * *', again: *a}\n", [
         "line 1, column 41: alias *a is inside its own anchor, so it would never end; aliases may only "
