@@ -65,12 +65,24 @@ def load_engine() -> Engine:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    for project in plan.projects:
-        for warning in project.warnings:
-            print(f"nightshift: warning: {project.name}: {warning}", file=sys.stderr)
+    print_warnings(plan)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine
+
+
+def print_warnings(plan: Plan) -> None:
+    """Each warning once: one that several projects share (a missing `gh`) names them all."""
+    projects: dict[str, list[str]] = {}
+    for project in plan.projects:
+        for warning in project.warnings:
+            projects.setdefault(warning, []).append(project.name)
+    for warning, names in projects.items():
+        if len(names) == 1:
+            print(f"nightshift: warning: {names[0]}: {warning}", file=sys.stderr)
+        else:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            print(f"nightshift: warning: {warning} (for {len(names)} projects: {shown})", file=sys.stderr)
 
 
 def _flag(name: str) -> bool:
