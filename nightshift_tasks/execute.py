@@ -116,7 +116,12 @@ class ProviderAgent:
         finally:
             if report:
                 os.unlink(report)
-        append_log(self.log, f"{phase} via {name}", result)
+        level = self.spec["log_level"]
+        if level == "debug":
+            _note(self.log, f"{phase} prompt:\n{prompt}")
+        output = level in ("debug", "info") or not result.ok
+        done = append_log(self.log, f"{phase} via {name}", result, output)
+        print(f"   {self.spec['project']}:{self.spec['slug']} {done}", flush=True)  # seen at -v 2
         reply = agents.parse_reply(name, result.stdout, usage_text)
         failure = None if result.ok and not reply.error else self._classify(cand, result, reply)
         state.record_call(self.conn, self.attempt_id, phase, name, started, result.exit_code,

@@ -65,7 +65,8 @@ def load_engine() -> Engine:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    print_warnings(plan)
+    if config.section("logging")["level"] != "error":
+        print_warnings(plan)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine
@@ -174,6 +175,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "worktrees_dir": str(nightshift_home() / "worktrees"),
         "reports_dir": str(nightshift_home() / "reports"),
         "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
+        "log_level": engine.config.section("logging")["level"],
         "pool": None if project.allowance is None or task.slug not in project.estimates else {
             "provider": project.provider, "allowance": project.allowance,
             "estimate": project.estimates[task.slug]},
@@ -202,6 +204,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
                 "uptodate": [None] if forced else [(guard.done_today, [*guard_args, slug], {})],
-                "verbosity": 0,
+                # The worker prints a line per agent call: shown at debug, as with `-v 2`.
+                "verbosity": 2 if engine.config.section("logging")["level"] == "debug" else 0,
             }
             previous = f"{project.name}:{slug}"

@@ -85,6 +85,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.problems: list[tuple[str, str, str, str]] = []  # task, status, reason, log
         self.planned = 0  # subtasks selected for this run
         self.colour = term.colour_on(outstream)
+        # logging.level warn or error: no line per task, only the summary and its problems
+        self.chatty = graph.load_engine().config.section("logging")["level"] in ("debug", "info")
         self.results: list[str] = []
         self.locked_out = False
         self.halted = False  # a storage fault stopped the start of the run
@@ -158,14 +160,15 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             f"{n} {k}" for k, n in totals.items() if n or k == "completed")
 
     def execute_task(self, task: Any) -> None:
-        if _subtask(task.name):
+        if _subtask(task.name) and self.chatty:
             super().execute_task(task)
 
     def skip_uptodate(self, task: Any) -> None:
         parsed = _subtask(task.name)
         if parsed:
             self._row(parsed[0]).counts["skipped"] += 1
-            super().skip_uptodate(task)
+            if self.chatty:
+                super().skip_uptodate(task)
             note = "done today"
             if note not in self._row(parsed[0]).reasons:
                 self._row(parsed[0]).reasons.append(note)
@@ -181,9 +184,10 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
-        self.write(f"   {task.name} {term.paint(status, self.colour)} in "
-                   f"{format_duration(float(values.get('duration', 0)))}"
-                   f", {int(values.get('tokens', 0)):,} tokens\n")
+        if self.chatty:
+            self.write(f"   {task.name} {term.paint(status, self.colour)} in "
+                       f"{format_duration(float(values.get('duration', 0)))}"
+                       f", {int(values.get('tokens', 0)):,} tokens\n")
         if values.get("overran"):
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
         if values.get("published"):

@@ -259,3 +259,38 @@ def test_enum_values_ignore_case_and_dashes(tmp_path: Path) -> None:
             config.section("publish")["mode"]) == ("weekly", "debug", "pr")
     custom = config.section("tasks")["custom"][0]
     assert (custom["category"], custom["cost_tier"], custom["risk_level"]) == ("pr", "very-high", "medium")
+
+
+def test_the_schema_is_something_editors_use() -> None:
+    schema = load_schema("config.schema.json")
+    host = schema["$id"].split("/")[2]
+    assert schema["$id"].startswith("https://") and schema["$id"].endswith("/schemas/config.schema.json")
+    assert not host.endswith((".invalid", ".example", ".test", ".localhost")), host
+    missing = []
+
+    def walk(node: dict[str, object], path: str) -> None:
+        for key, sub in node.get("properties", {}).items():  # type: ignore[attr-defined]
+            if "description" not in sub:
+                missing.append(f"{path}{key}")
+            walk(sub, f"{path}{key}.")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[].")  # type: ignore[arg-type]
+
+    walk(schema, "")
+    assert missing == []
+    first = (ROOT / "config.example.yaml").read_text().splitlines()[0]
+    assert first == f"# yaml-language-server: $schema={schema['$id']}"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("budget: {billing_mode: api}", "budget.billing_mode"),
+    ("budget: {calibrate_enabled: false}", "budget.calibrate_enabled"),
+    ("budget: {snapshot_interval: 1h}", "budget.snapshot_interval"),
+    ("budget: {snapshot_retention_days: 3}", "budget.snapshot_retention_days"),
+    ("logging: {format: text}", "logging.format"),
+    ("reporting: {email: me@example.org}", "reporting.email"),
+    ("reporting: {slack_webhook: 'https://hooks.example.org/x'}", "reporting.slack_webhook"),
+])
+def test_keys_that_would_do_nothing_are_unknown(tmp_path: Path, text: str, key: str) -> None:
+    (line,) = errors_for(tmp_path, text)
+    assert line.startswith("line 1, column ") and f": {key}: unknown key; " in line

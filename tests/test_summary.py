@@ -172,3 +172,37 @@ def test_a_run_with_nothing_to_do_says_so_in_its_report(env: Env) -> None:
     assert again.returncode == 0
     newest = max((env.home / "reports").glob("run-*.md"))
     assert "- Tasks: none\n" in newest.read_text()
+
+
+def test_morning_summary_off_writes_only_the_run_reports(env: Env) -> None:
+    env.projects(["alpha"], reporting={"morning_summary": False})
+    assert env.doit("run").returncode == 0
+    assert [p.suffix for p in sorted((env.home / "reports").iterdir())] == [".json", ".md"]
+
+
+def per_call_lines(stdout: str) -> list[str]:
+    return [line.split(" (")[0] for line in stdout.splitlines()
+            if re.match(r"   alpha:lint-fix [a-z]+( \d+)? via command \(exit 0, [0-9.]+s\)$", line)]
+
+
+CALLS = [f"   alpha:lint-fix {phase} via command" for phase in ("plan", "implement 1", "review 1")]
+
+
+def test_logging_level_changes_the_task_log_and_the_terminal(env: Env) -> None:
+    env.projects(["alpha"])
+    quiet = env.doit("run")
+    assert quiet.returncode == 0 and per_call_lines(quiet.stdout) == []
+    assert ".  alpha:lint-fix" in quiet.stdout
+    loud = env.doit("run", "-v", "2", "-a", "alpha")  # doit's -v 2 shows each agent call
+    assert loud.returncode == 0 and per_call_lines(loud.stdout) == CALLS
+    env.write_config({"logging": {"level": "debug"}})
+    debug = env.doit("run", "-a", "alpha")
+    assert debug.returncode == 0 and per_call_lines(debug.stdout) == CALLS
+    log = Path(ledger(env)["alpha:lint-fix"]["log_path"]).read_text()
+    assert "----- nightshift: plan prompt:\n# nightshift: plan phase" in log
+    env.write_config({"logging": {"level": "warn"}})
+    warn = env.doit("run", "-a", "alpha")
+    assert warn.returncode == 0 and summary_table(warn.stdout)["alpha"]["completed"] == "1"
+    assert ".  alpha:lint-fix" not in warn.stdout and "completed in" not in warn.stdout
+    log = Path(ledger(env)["alpha:lint-fix"]["log_path"]).read_text()
+    assert "===== plan via command (exit 0, " in log and "----- stdout -----" not in log
