@@ -55,10 +55,10 @@ def show_status(config: Config, last: int | None) -> int:
                                   "WHERE c.day = ? ORDER BY a.id", (today,))]
     print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
                                   "result or reason"]) if rows else f"nothing ran on {today}")
+    print(f"\n{next_run_note(config)}")
     _, _, detail = lock_check()
     if detail != "free":
         print(f"\nrun lock: {detail}")
-    print(f"\n{next_run_note(config)}")
     return 0
 
 

@@ -88,6 +88,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         # logging.level warn or error: no line per task, only the summary and its problems
         self.chatty = graph.load_engine().config.section("logging")["level"] in ("debug", "info")
         self.results: list[str] = []
+        self.skipped: list[str] = []  # projects the plan skipped, with why
         self.locked_out = False
         self.halted = False  # a storage fault stopped the start of the run
         self.storage_fault = ""  # a task's storage fault: the run exits EXIT_STORAGE
@@ -147,6 +148,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
                                     for t in plan.tasks)
                 if plan.skip_reason:
                     row.reasons.append(f"skipped: {plan.skip_reason}")
+                    self.skipped.append(f"{plan.name}: {plan.skip_reason}")
         if term.is_terminal(self.outstream):
             self.live = LiveLine(self.outstream, engine.db_path, engine.run_id, self.progress)
             self.live.start()
@@ -155,9 +157,8 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         """The live line's counts: the same numbers the table's TOTAL row will show."""
         rows = list(self.rows.values())  # called from the live line's thread
         totals = {k: sum(r.counts[k] for r in rows) for k in COUNTED}
-        done = sum(totals.values())
-        return f"{done}/{self.planned} done: " + ", ".join(
-            f"{n} {k}" for k, n in totals.items() if n or k == "completed")
+        counted = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
+        return f"{sum(totals.values())}/{self.planned} done" + (f": {counted}" if counted else "")
 
     def execute_task(self, task: Any) -> None:
         if _subtask(task.name) and self.chatty:
@@ -228,8 +229,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         run_md = report.write_reports(nightshift_home() / "reports", record,
                                       engine.config.section("reporting")["morning_summary"])
         self.results.append(f"report: {run_md}")
-        if self.results:
-            self.outstream.write("\nResults:\n" + "".join(f"  {one_line(line)}\n" for line in self.results))
+        for title, lines in (("Results", self.results), ("Skipped", self.skipped)):
+            if lines:
+                self.outstream.write(f"\n{title}:\n" + "".join(f"  {one_line(line)}\n" for line in lines))
         if self.problems:
             self.outstream.write("\nProblems:\n" + "".join(self._problem(*p) for p in self.problems))
         if interrupted:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import Env, require_program
+from tests.conftest import Env, require_program, summary_table
 
 
 def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
@@ -11,9 +11,8 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
     result = subprocess.run([sys.executable, "-m", "nightshift_tasks", "demo"], env=env.environ(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    total = next(line for line in lines if line.startswith("TOTAL"))
-    assert total.split()[1:5] == ["12", "0", "0", "0"]
+    total = summary_table(result.stdout)["TOTAL"]
+    assert [total[k] for k in ("completed", "failed", "abandoned", "skipped")] == ["12", "0", "0", "0"]
     reports = env.home / "demo/home/reports"
     (report,) = (reports / "billing-api").glob("tech-debt-classify-*.md")
     assert report.read_text().splitlines()[2] == "2 marker(s) found."

@@ -93,8 +93,8 @@ def test_missing_gh_is_a_warning_not_a_crash(env: Env) -> None:
     env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
     listed = env.doit("list", PATH="/usr/bin:/bin")
     assert listed.returncode == 0
-    assert "nightshift: warning: a: task source github_issues: no github.com `origin` remote; skipped" \
-        in listed.stderr
+    assert ("nightshift: warning: a: task source github_issues: `gh` is not installed (not on PATH; "
+            "`nightshift-tasks doctor` explains); skipped") in listed.stderr
 
 
 def test_task_var_forces_one_task_past_filters_and_the_guard(env: Env) -> None:

@@ -113,7 +113,7 @@ def test_on_a_terminal_the_table_fits_its_width_and_the_live_line_agrees(env: En
     total = summary_table(plain)["TOTAL"]
     assert {k: total[k] for k in STATUSES} == {
         "completed": "3", "failed": "1", "abandoned": "0", "skipped": "0", "interrupted": "0"}
-    *_, last = re.findall(r"(\d+)/(\d+) done: ([a-z0-9, ]+)", plain)
+    *_, last = re.findall(r"(\d+)/(\d+) done: ([a-z0-9, ]+)", plain)  # the counts once all ended
     counted = dict(reversed(part.split()) for part in last[2].split(", "))
     assert (last[0], last[1]) == ("4", "4")
     assert counted == {k: v for k, v in total.items() if k in STATUSES and v != "0"}
