@@ -141,13 +141,15 @@ class Ask:
 
 @dataclass(frozen=True)
 class Standing:
-    """Where the run stands with a provider: measured usage and what running tasks hold."""
+    """Where the run stands with a provider: measured usage, what running tasks hold, and
+    what ended tasks whose usage is unknown keep (that never settles: nothing to wait for)."""
 
     settled: int
     held: int
+    kept: int = 0
 
     def left(self, allowance: int) -> int:
-        return max(0, allowance - self.settled - self.held)
+        return max(0, allowance - self.settled - self.held - self.kept)
 
 
 def settled(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
@@ -157,28 +159,28 @@ def settled(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
         "WHERE a.run_id = ? AND c.provider = ?", (run_id, provider)).fetchone()[0])
 
 
-def _held(conn: sqlite3.Connection, provider: str, run_id: str | None) -> int:
-    """What open reservations hold back beyond the usage their task measured on the provider
-    (of one run, or of every run); a reservation whose process died holds nothing.
-
-    Unknown usage (a command that reported none, or a malformed report) is not zero: within
-    a run, a reservation with such a call stays held after its task ends. (Across runs the
-    usage reader counts it on its day instead.)
-    """
-    held = 0
+def _holds(conn: sqlite3.Connection, provider: str, run_id: str | None) -> tuple[int, int]:
+    """(held, kept) beyond the usage measured on the provider: what open reservations of
+    running tasks hold (of one run, or of every run; a dead holder holds nothing), and what
+    a run's ended tasks keep because a call's usage is unknown (a command that reported none,
+    or a malformed report). Across runs the usage reader counts the kept part on its day."""
+    held = kept = 0
     for row in conn.execute(
             "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
             "COALESCE(MIN(c.usage_known), 1) = 0 AS unknown FROM reservations r "
             "LEFT JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = r.provider "
             "WHERE r.provider = ? AND (? IS NULL AND r.open = 1 OR r.run_id = ?) "
             "GROUP BY r.attempt_id", (provider, run_id, run_id)):
-        if (row["open"] and alive(row["pid"])) or (run_id is not None and row["unknown"]):
-            held += max(0, row["estimate"] - row["settled"])
-    return held
+        beyond = max(0, row["estimate"] - row["settled"])
+        if row["open"] and alive(row["pid"]):
+            held += beyond
+        elif run_id is not None and row["unknown"]:
+            kept += beyond
+    return held, kept
 
 
 def standing(conn: sqlite3.Connection, run_id: str, provider: str) -> Standing:
-    return Standing(settled(conn, run_id, provider), _held(conn, provider, run_id))
+    return Standing(settled(conn, run_id, provider), *_holds(conn, provider, run_id))
 
 
 def reserve(conn: sqlite3.Connection, ask: Ask) -> tuple[bool, Standing]:
@@ -202,7 +204,8 @@ def reserve_waiting(conn: sqlite3.Connection, ask: Ask, patience: Callable[[], b
     usage alone leaves too little, or patience ran out."""
     fits, now = reserve(conn, ask)
     told = False
-    while not fits and now.held and ask.estimate <= ask.allowance - now.settled and patience():
+    while (not fits and now.held and ask.estimate <= ask.allowance - now.settled - now.kept
+           and patience()):
         if not told:
             waiting(now)
             told = True
@@ -222,10 +225,5 @@ def release(conn: sqlite3.Connection, attempt_id: int, provider: str | None = No
 
 def open_reserved(conn: sqlite3.Connection, provider: str) -> int:
     """Tokens held back right now by running tasks of any run (beyond what they measured)."""
-    return _held(conn, provider, None)
+    return _holds(conn, provider, None)[0]
 
-
-def run_spent(conn: sqlite3.Connection, run_id: str, provider: str) -> tuple[int, int]:
-    """(settled, still reserved) for the budget line of the run summary."""
-    now = standing(conn, run_id, provider)
-    return now.settled, now.held

@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.errors import ConfigError as ConfigError
 from nightshift_tasks.errors import clip, dotted, quote
 from nightshift_tasks.paths import find_config, nightshift_home, schema_dir
-from nightshift_tasks.yaml_load import read_yaml
+from nightshift_tasks.yaml_load import read_yaml_placed
 
 ENV_PREFIX = "NIGHTSHIFT_"
 # Names the original tool also honoured, beside the automatic NIGHTSHIFT_<SECTION>_<KEY>.
@@ -264,7 +265,7 @@ def load_project_override(path: Path, known_slugs: list[str]) -> tuple[dict[str,
     Returns the override and notes about keys that have no per-project effect.
     """
     schema = load_schema("config.schema.json")
-    raw = read_yaml(path)
+    raw, where = read_yaml_placed(path)
     if raw is None:
         return {}, []
     if not isinstance(raw, dict):
@@ -282,8 +283,24 @@ def load_project_override(path: Path, known_slugs: list[str]) -> tuple[dict[str,
         elif key in GLOBAL_ONLY:
             notes.append(f"{path}: {dotted(key)} is global; the per-project value is ignored")
     if errors:
-        raise ConfigError(sorted(set(errors)))
+        raise ConfigError(placed(sorted(set(errors)), str(path), where))
     return raw, notes
+
+
+def placed(lines: list[str], source: str, where: Mapping[str, str]) -> list[str]:
+    """Each `config error: <source>: <dotted.key>: ...` line with the key's line and column in
+    the file: `config error: <source>: line N, column M: <dotted.key>: ...`."""
+    out = []
+    head = f"config error: {source}: "
+    for line in lines:
+        rest = line.removeprefix(head)
+        keys = [rest[:i] for i in range(len(rest)) if rest.startswith(": ", i)] if rest != line else []
+        found = next((where[k] for k in keys if k in where), None)
+        while keys and not found and re.search(r"[.\[]", keys[0]):  # a missing key: its parent's
+            keys[0] = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", keys[0])
+            found = where.get(keys[0])
+        out.append(f"{head}{found}: {rest}" if found else line)
+    return out
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -326,7 +343,7 @@ def load_config(path: Path, known_slugs: list[str],
                 env: Mapping[str, str] = os.environ) -> Config:
     """Read, override, validate, default and expand; raise ConfigError listing every problem."""
     schema = load_schema("config.schema.json")
-    raw = read_yaml(path)
+    raw, where = read_yaml_placed(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -338,7 +355,7 @@ def load_config(path: Path, known_slugs: list[str],
     errors += value_errors(raw, schema, str(path), env_keys)
     errors += semantic_errors(raw, str(path), known_slugs)
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(placed(errors, str(path), where))
     apply_defaults(raw, schema, schema)
     expand_paths(raw, schema, schema, path.parent)
     return Config(path=path, data=raw, env_keys=env_keys)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
+from nightshift_tasks import cron
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.errors import dotted, quote
 from nightshift_tasks.window import valid_zone
@@ -72,7 +74,8 @@ def normalise_enums(data: Any, schema: dict[str, Any]) -> None:
 
 def value_errors(data: Any, schema: dict[str, Any], source: str,
                  env_keys: Mapping[str, str] | None = None) -> list[str]:
-    """Numbers out of any sane range, NUL characters, and durations longer than a century."""
+    """Numbers out of any sane range, NUL characters, durations longer than a century, and
+    cron expressions with a field out of its range or that never fire."""
     lines = []
     for path, value, node in schema_values(data, schema, schema):
         key = dotted(path)
@@ -83,6 +86,10 @@ def value_errors(data: Any, schema: dict[str, Any], source: str,
         elif isinstance(value, str) and "\0" in value:
             lines.append(f"config error: {origin}: {key}: {quote(value)} contains a NUL character, "
                          "which no path, argument or name can hold")
+        elif isinstance(value, str) and node.get("format") == "cron":
+            problem = cron_problem(value)
+            if problem:
+                lines.append(f"config error: {origin}: {key}: {quote(value)} {problem}")
         elif isinstance(value, str) and node.get("$ref") == DURATION_REF:
             try:
                 seconds = parse_duration(value)
@@ -92,6 +99,15 @@ def value_errors(data: Any, schema: dict[str, Any], source: str,
                 lines.append(f"config error: {origin}: {key}: {quote(value)} is too long; allowed: "
                              f"at most {MAX_DURATION_DAYS}d")
     return lines
+
+
+def cron_problem(expression: str) -> str | None:
+    """What is wrong with a cron expression, or None."""
+    try:
+        cron.next_run(cron.expand(expression), datetime(2001, 1, 1))
+    except ValueError as exc:
+        return str(exc) if str(exc).startswith(("is ", "never ")) else f"is not a cron expression: {exc}"
+    return None
 
 
 def _get(data: Any, *keys: str) -> Any:

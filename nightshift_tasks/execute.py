@@ -108,7 +108,8 @@ class ProviderAgent:
         fits, now = budget.reserve_waiting(self.conn, ask, patience, waiting)
         if fits:
             return None
-        held = f"; running tasks still hold {now.held:,}" if now.held else ""
+        held = (f"; running tasks still hold {now.held:,}" if now.held else "") + (
+            f"; {now.kept:,} kept for calls of unknown usage" if now.kept else "")
         return (f"budget: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} left of "
                 f"{ask.allowance:,} ({self.provider}){held}")
 
@@ -156,7 +157,12 @@ class ProviderAgent:
             if report:
                 with contextlib.suppress(OSError):  # the agent may have removed it
                     os.unlink(report)
-        append_log(self.log, f"{phase} via {name}", result)
+        level = self.spec["log_level"]
+        if level == "debug":
+            _note(self.log, f"{phase} prompt:\n{prompt}")
+        output = level in ("debug", "info") or not result.ok
+        done = append_log(self.log, f"{phase} via {name}", result, output)
+        print(f"   {self.spec['project']}:{self.spec['slug']} {done}", flush=True)  # seen at -v 2
         reply = agents.parse_reply(name, result.stdout, usage_text)
         unknown = None if result.error else reply.usage_unknown  # nothing ran: it used nothing
         if unknown:

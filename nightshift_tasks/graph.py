@@ -65,12 +65,25 @@ def load_engine() -> Engine:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    for project in plan.projects:
-        for warning in project.warnings:
-            print(f"nightshift: warning: {project.name}: {warning}", file=sys.stderr)
+    if config.section("logging")["level"] != "error":
+        print_warnings(plan)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine
+
+
+def print_warnings(plan: Plan) -> None:
+    """Each warning once: one that several projects share (a missing `gh`) names them all."""
+    projects: dict[str, list[str]] = {}
+    for project in plan.projects:
+        for warning in project.warnings:
+            projects.setdefault(warning, []).append(project.name)
+    for warning, names in projects.items():
+        if len(names) == 1:
+            print(f"nightshift: warning: {names[0]}: {warning}", file=sys.stderr)
+        else:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            print(f"nightshift: warning: {warning} (for {len(names)} projects: {shown})", file=sys.stderr)
 
 
 def _flag(name: str) -> bool:
@@ -160,6 +173,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "worktrees_dir": str(nightshift_home() / "worktrees"),
         "reports_dir": str(nightshift_home() / "reports"),
         "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
+        "log_level": engine.config.section("logging")["level"],
         # Per candidate provider (none when the budget is ignored): the task reserves its
         # estimate from the provider it runs on, again when it fails over.
         "pools": None if project.allowance is None else {
@@ -190,6 +204,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
                 "uptodate": [None] if forced else [(guard.done_today, [*guard_args, slug], {})],
-                "verbosity": 0,
+                # The worker prints a line per agent call: shown at debug, as with `-v 2`.
+                "verbosity": 2 if engine.config.section("logging")["level"] == "debug" else 0,
             }
             previous = f"{project.name}:{slug}"

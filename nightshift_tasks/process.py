@@ -374,12 +374,17 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
                           time.monotonic() - start, timed_out=timed_out)
 
 
-def append_log(log: Path, header: str, result: ProcResult) -> None:
-    """One section per agent call in the task's log file."""
+def append_log(log: Path, header: str, result: ProcResult, output: bool = True) -> str:
+    """One section per agent call in the task's log file; the agent's output only when
+    `output` (logging.level warn and error keep it for failed calls only). Returns the
+    section's first line."""
+    status = "timed out" if result.timed_out else f"exit {result.exit_code}"
+    line = f"{header} ({status}, {result.duration:.2f}s)"
     with log.open("a", encoding="utf-8") as fh:
-        status = "timed out" if result.timed_out else f"exit {result.exit_code}"
-        fh.write(f"===== {header} ({status}, {result.duration:.2f}s) =====\n")
+        fh.write(f"===== {line} =====\n")
         if result.error:
             fh.write(f"error: {result.error}\n")
-        fh.write("----- stdout -----\n" + result.stdout)
-        fh.write("\n----- stderr -----\n" + result.stderr + "\n")
+        if output:
+            fh.write("----- stdout -----\n" + result.stdout)
+            fh.write("\n----- stderr -----\n" + result.stderr + "\n")
+    return line

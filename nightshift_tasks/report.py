@@ -1,5 +1,6 @@
 """The morning report: after every run, `reports/run-<timestamp>.json` and `.md` with the
-measured tokens, and a `summary-<date>.md` that gathers all of that day's runs."""
+measured tokens, and (reporting.morning_summary) a `summary-<date>.md` that gathers all of
+that day's runs."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def markdown(record: dict[str, Any], level: int = 1) -> str:
     lines = [f"{head} Nightshift run {record['start_time']}", "",
              f"- Duration: {format_duration(record['duration_s'])}",
              f"- Tokens used (measured): {record['tokens_used']:,}",
-             "- Tasks: " + ", ".join(f"{n} {key}" for key, n in counts.items() if n),
+             "- Tasks: " + (", ".join(f"{n} {key}" for key, n in counts.items() if n) or "none"),
              f"- Logs: {record['log_dir']}"]
     lines += [f"- Budget {name}: {b['equation']}; this run used {b['used_by_run']:,}"
               for name, b in record["budget"].items() if b["used_by_run"]]
@@ -90,16 +91,17 @@ def prune_logs(log_dir: Path, keep_days: int, today: date) -> list[Path]:
     return removed
 
 
-def write_reports(reports: Path, record: dict[str, Any]) -> tuple[Path, Path]:
-    """run-<timestamp>.json and .md, and this run appended to the day's summary."""
+def write_reports(reports: Path, record: dict[str, Any], day_summary: bool) -> Path:
+    """run-<timestamp>.json and .md, and this run appended to the day's summary when
+    `day_summary`. Returns the run's Markdown."""
     storage.private_dir(reports)
     stem = reports / f"run-{record['run_id']}"  # <YYYYmmdd-HHMMSS>-<pid>: unique per run
     for suffix, text in ((".json", json.dumps(record, indent=2) + "\n"), (".md", markdown(record))):
         with storage.private_open(stem.with_suffix(suffix), "w") as fh:
             fh.write(text)
-    summary = reports / f"summary-{record['date']}.md"
-    with storage.private_open(summary, "a") as fh:
-        if fh.tell() == 0:
-            fh.write(f"# Nightshift summary {record['date']}\n\n")
-        fh.write(markdown(record, level=2) + "\n")
-    return stem.with_suffix(".md"), summary
+    if day_summary:
+        with storage.private_open(reports / f"summary-{record['date']}.md", "a") as fh:
+            if fh.tell() == 0:
+                fh.write(f"# Nightshift summary {record['date']}\n\n")
+            fh.write(markdown(record, level=2) + "\n")
+    return stem.with_suffix(".md")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from nightshift_tasks import storage
+from nightshift_tasks import cron, storage
 from nightshift_tasks import window as windows
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
-from nightshift_tasks.durations import parse_duration
+from nightshift_tasks.durations import format_duration, parse_duration
 from nightshift_tasks.paths import CONFIG_ENV, HOME_ENV, nightshift_home
 from nightshift_tasks.schedule_files import Command, Job, backend_files, read_command
 
@@ -56,6 +56,28 @@ def interval_cron(seconds: float, schedule: dict[str, object]) -> str | None:
     return f"{minute} {hour} * * *" if minutes == 1440 else f"{minute} {hour} * * 1"
 
 
+def upcoming(expression: str, jitter: int, now: datetime | None = None) -> str:
+    """When a cron expression next fires, in local time as cron reads it."""
+    now = now or datetime.now()
+    at = cron.next_run(cron.expand(expression), now)
+    extra = f", plus up to {format_duration(jitter)} of jitter" if jitter else ""
+    return f"{at:%Y-%m-%d %H:%M} (in {format_duration((at - now).total_seconds())}{extra})"
+
+
+def next_run_note(config: Config) -> str:
+    """The line `status` ends with: when the configured schedule fires next."""
+    schedule = config.section("schedule")
+    expression = schedule.get("cron") or (
+        interval_cron(parse_duration(schedule["interval"]), schedule) if schedule.get("interval") else None)
+    if not expression:
+        return ("next scheduled run: none; set schedule.cron or schedule.interval, then run "
+                "`nightshift-tasks cron install`" + (" (launchd runs this interval: cron status "
+                                                    "--launchd)" if schedule.get("interval") else ""))
+    jitter = int(parse_duration(schedule.get("jitter") or "0s"))
+    return (f"next scheduled run: {upcoming(str(expression), jitter)}, by {expression!r}; "
+            "`nightshift-tasks cron status` says whether it is installed")
+
+
 def make_job(config: Config, workers: int, backend: str) -> Job:
     """Read the schedule and build the run; ConfigError (exit 2) for schedules we cannot install."""
     schedule = config.section("schedule")
@@ -63,16 +85,13 @@ def make_job(config: Config, workers: int, backend: str) -> Job:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError([f"config error: {config.env_keys.get(key, str(config.path))}: {key}: {message}"])
 
-    cron, interval = None, None
+    expression, interval = None, None
     if schedule.get("cron"):
-        cron = " ".join(str(schedule["cron"]).split())
-        if len(cron.split()) != 5:
-            raise fail("schedule.cron", f"{schedule['cron']!r} is not a five-field cron expression "
-                                        "(minute hour day-of-month month day-of-week)")
+        expression = " ".join(str(schedule["cron"]).split())  # the config's check proved it good
     elif schedule.get("interval"):
         seconds = parse_duration(schedule["interval"])
-        cron, interval = interval_cron(seconds, schedule), round(seconds)
-        if cron is None and (backend != "launchd" or interval < 1):  # launchd has StartInterval
+        expression, interval = interval_cron(seconds, schedule), round(seconds)
+        if expression is None and (backend != "launchd" or interval < 1):  # launchd has StartInterval
             raise fail("schedule.interval", f"{schedule['interval']} {NOT_CRON}")
     else:
         raise fail("schedule", "neither cron nor interval is set; set schedule.cron (e.g. \"0 2 * * *\") "
@@ -87,7 +106,7 @@ def make_job(config: Config, workers: int, backend: str) -> Job:
     log = Path(os.path.abspath(nightshift_home())) / "logs" / "cron.log"
     if any(c in v for v in [*argv, *env.values(), str(log)] for c in "\r\n"):
         raise Unsupported("a path or PATH contains a line break, which no crontab line or unit file holds")
-    return Job(cron, interval, int(parse_duration(schedule.get("jitter") or "0s")), argv, env, log,
+    return Job(expression, interval, int(parse_duration(schedule.get("jitter") or "0s")), argv, env, log,
                config.env_keys.get("schedule.cron", config_path))
 
 
@@ -213,7 +232,8 @@ def crontab_action(action: str, job: Job | None, table: str, now: Current, note:
             print("nightshift-tasks is not installed in the crontab; run `nightshift-tasks cron install`")
             return 1
         if now.matches(job):
-            print(f"{line}\nnightshift-tasks is installed in the crontab and up to date")
+            print(f"{line}\nnext run: {upcoming(str(job.cron), job.jitter)}\n"
+                  "nightshift-tasks is installed in the crontab and up to date")
             return 0
         print("installed:\n" + "\n".join(block) + f"\nexpected:\n{line}\n"
               + differs("in the crontab", now, job, "nightshift-tasks cron install"))
@@ -244,6 +264,8 @@ def files_action(action: str, backend: str, job: Job | None, now: Current, note:
         if "missing" in states.values():
             print(f"nightshift-tasks is not installed for {backend}; run `{hint}`")
         elif now.matches(job):
+            print(f"next run: {upcoming(job.cron, job.jitter)}" if job.cron else
+                  f"next run: every {format_duration(job.interval or 60)} from when launchd loaded it")
             print(f"nightshift-tasks is installed for {backend} and up to date")
             return 0
         else:

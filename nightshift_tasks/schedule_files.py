@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from nightshift_tasks import cron
 from nightshift_tasks.config import ConfigError
+from nightshift_tasks.cron import Fields
 
 UNIT = "nightshift-tasks"
 LABEL = "com.nightshift-tasks.agent"
-FIELDS = (("Minute", 0, 59), ("Hour", 0, 23), ("Day", 1, 31), ("Month", 1, 12), ("Weekday", 0, 7))
+LAUNCHD_KEYS = ("Minute", "Hour", "Day", "Month", "Weekday")
 DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-NAMES = {3: ["", "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
-         4: [d.lower() for d in DAYS]}  # cron's names, each at its number
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-Fields = list[list[int] | None]  # per cron field its values; None where any value matches
 
 
 @dataclass(frozen=True)
@@ -60,28 +59,10 @@ def parse_cron(job: Job, target: str) -> Fields:
         return ConfigError([f"config error: {job.source}: schedule.cron: {job.cron!r} cannot be "
                             f"translated for {target}: {why}"])
 
-    def number(text: str, index: int) -> int:
-        if text.isdigit():
-            return int(text)
-        if text and text in NAMES.get(index, []):
-            return NAMES[index].index(text)
-        raise bad(f"{text!r} is not a number")
-
-    fields: Fields = []
-    for index, text in enumerate(str(job.cron).lower().split()):
-        name, low, high = FIELDS[index]
-        values: set[int] = set()
-        for item in text.split(","):
-            span, _, step = item.partition("/")
-            first, _, last = span.partition("-")
-            start = low if span == "*" else number(first, index)
-            end = high if span == "*" or (step and not last) else number(last or first, index)
-            if not low <= start <= end <= high or (step and (not step.isdigit() or int(step) < 1)):
-                raise bad(f"{item!r} is not a {name.lower()} range within {low}-{high}")
-            values.update(range(start, end + 1, int(step or 1)))
-        values = {v % 7 for v in values} if index == 4 else values
-        full = set(range(low, 7 if index == 4 else high + 1))
-        fields.append(None if values == full else sorted(values))
+    try:
+        fields = cron.expand(str(job.cron))
+    except ValueError as exc:  # the config's check has already refused these
+        raise bad(str(exc)) from None
     if fields[2] is not None and fields[4] is not None:
         raise bad("day of month and day of week are both restricted (cron runs on either); restrict one")
     return fields
@@ -143,7 +124,7 @@ def backend_files(backend: str, job: Job | None) -> dict[Path, bytes]:
     if fields is None or fields == [None] * 5:
         data["StartInterval"] = job.interval or 60
     else:
-        named = [(name, values) for (name, _, _), values in zip(FIELDS, fields, strict=True) if values]
+        named = [(name, values) for name, values in zip(LAUNCHD_KEYS, fields, strict=True) if values]
         times = [dict(zip([n for n, _ in named], combo, strict=True))
                  for combo in itertools.product(*[v for _, v in named])]
         data["StartCalendarInterval"] = times[0] if len(times) == 1 else times

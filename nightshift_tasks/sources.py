@@ -51,10 +51,19 @@ class SourceError(Exception):
     pass
 
 
+def missing_program(program: str) -> str | None:
+    """Why a source's program cannot run (the same words for every project, so the warning is
+    shown once per command), or None. `doctor` shows it with what to do."""
+    if shutil.which(program, path=agent_env()["PATH"]) is None:
+        return f"`{program}` is not installed (not on PATH; `nightshift-tasks doctor` explains)"
+    return None
+
+
 def _run(argv: list[str], cwd: Path) -> Any:
+    missing = missing_program(argv[0])
+    if missing:
+        raise SourceError(missing)
     env = agent_env()
-    if shutil.which(argv[0], path=env["PATH"]) is None:
-        raise SourceError(f"`{argv[0]}` is not installed (not on PATH)")
     try:
         proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=CALL_TIMEOUT, check=False)
@@ -74,6 +83,9 @@ def _match(catalog: list[TaskDef], labels: list[str], text: str) -> frozenset[st
 
 
 def github_issues(root: Path, catalog: list[TaskDef]) -> list[SourceItem]:
+    missing = missing_program("gh")  # before the remote: a missing gh is one problem, not one per project
+    if missing:
+        raise SourceError(missing)
     remote = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True,
                             text=True, check=False).stdout
     if "github.com" not in remote:

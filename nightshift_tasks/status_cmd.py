@@ -16,12 +16,18 @@ from tabulate import tabulate
 from nightshift_tasks import agents, auth, guard, runlock, shutdown, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
+from nightshift_tasks.schedule_cmd import next_run_note
 from nightshift_tasks.schedule_files import backend_files
 from nightshift_tasks.text import cells
 
 EXIT_USAGE = 2
 TESTED = {"claude": "2.1.", "codex": "0.171.", "copilot": "1.0."}  # versions tested against
 MIN_FREE_BYTES = 1 << 30
+SOURCE_PROGRAMS = {  # task source -> the program it needs, and what is lost without it
+    "github_issues": ("gh", "open GitHub issues labelled `nightshift` are not read; install gh "
+                      "(https://cli.github.com) and run `gh auth login`"),
+    "td": ("td", "td tasks are not read; install td"),
+}
 
 
 def reports_dir() -> Path:
@@ -49,6 +55,7 @@ def show_status(config: Config, last: int | None) -> int:
                                   "WHERE c.day = ? ORDER BY a.id", (today,))]
     print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
                                   "result or reason"]) if rows else f"nothing ran on {today}")
+    print(f"\n{next_run_note(config)}")
     _, _, detail = lock_check()
     if detail != "free":
         print(f"\nrun lock: {detail}")
@@ -127,11 +134,28 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
         found.append(("FAIL", "providers", "no enabled provider has its CLI installed"))
     elif not usable:
         found.append(("FAIL", "providers", "no enabled provider is logged in"))
+    found += source_checks(config)
     found.append(cron_check(config))
     found.append(lock_check())
     disk = shutil.disk_usage(nightshift_home() if nightshift_home().exists() else Path.home())
     found.append(("OK" if disk.free >= MIN_FREE_BYTES else "WARN", "free disk",
                   f"{disk.free / (1 << 30):.1f} GiB"))
+    return found
+
+
+def source_checks(config: Config) -> list[tuple[str, str, str]]:
+    """Each enabled task source whose program is missing: what is lost, and what to do."""
+    found = []
+    for entry in config.section("integrations")["task_sources"]:
+        kind = next(iter(entry))
+        enabled = entry.get("github_issues") or entry.get("td", {}).get("enabled")
+        if kind not in SOURCE_PROGRAMS or not enabled:
+            continue
+        program, lost = SOURCE_PROGRAMS[kind]
+        path = shutil.which(program, path=agents.agent_env()["PATH"])
+        found.append(("OK", f"task source {kind}", path) if path else (
+            "WARN", f"task source {kind}", f"`{program}` is not installed (not on PATH): {lost}, or "
+            f"remove `{kind}` from integrations.task_sources"))
     return found
 
 

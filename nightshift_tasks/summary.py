@@ -19,18 +19,23 @@ from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
 from nightshift_tasks import budget, git, graph, guard, process, report, runlock, shutdown, state, storage
+from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import EXIT_INTERRUPTED, alive
 from nightshift_tasks.progress import LiveLine
-from nightshift_tasks.recovery import recover_orphans
+from nightshift_tasks.recovery import interrupt_leftovers, recover_orphans
 from nightshift_tasks.text import cells, one_line
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
 EXIT_LOCKED = 0  # another run is working: nothing went wrong, so cron stays quiet
-COUNTED = ("completed", "failed", "abandoned", "skipped")
-REASON_WIDTH = 70
+COUNTED = ("completed", "failed", "abandoned", "skipped", "interrupted")
+LISTED = ("failed", "abandoned", "interrupted")  # each listed under the table with its log
+SHORT = {"completed": "done", "failed": "fail", "abandoned": "aband", "skipped": "skip",
+         "interrupted": "intr", "agent time": "time"}  # headers when the full ones leave no room
+MIN_REASON = len("reason") + 2  # the narrowest tabulate makes it; long names are cut for it
+FULL_HEADERS_ROOM = 40  # the full headers only when they leave the reason this much
 
 
 @dataclass
@@ -77,8 +82,13 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
         self.rows: dict[str, Row] = {}
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str, str, str]] = []  # task, status, reason, log
+        self.planned = 0  # subtasks selected for this run
+        self.colour = term.colour_on(outstream)
+        # logging.level warn or error: no line per task, only the summary and its problems
+        self.chatty = graph.load_engine().config.section("logging")["level"] in ("debug", "info")
         self.results: list[str] = []
+        self.skipped: list[str] = []  # projects the plan skipped, with why
         self.locked_out = False
         self.halted = False  # a storage fault stopped the start of the run
         self.storage_fault = ""  # a task's storage fault: the run exits EXIT_STORAGE
@@ -129,26 +139,37 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         repos = [p.path for p in engine.plan.projects if not p.skip_reason]
         for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
-        if getattr(self.outstream, "isatty", lambda: False)():
-            self.live = LiveLine(self.outstream, engine.db_path, engine.run_id)
-            self.live.start()
         selected = set(selected_tasks)
         for plan in engine.plan.projects:
             if plan.name in selected or any(f"{plan.name}:{t}" in selected for t in plan.tasks):
                 row = self._row(plan.name)
                 row.provider = plan.provider or "-"
+                self.planned += sum(plan.name in selected or f"{plan.name}:{t}" in selected
+                                    for t in plan.tasks)
                 if plan.skip_reason:
                     row.reasons.append(f"skipped: {plan.skip_reason}")
+                    self.skipped.append(f"{plan.name}: {plan.skip_reason}")
+        if term.is_terminal(self.outstream):
+            self.live = LiveLine(self.outstream, engine.db_path, engine.run_id, self.progress)
+            self.live.start()
+
+    def progress(self) -> str:
+        """The live line's counts: the same numbers the table's TOTAL row will show."""
+        rows = list(self.rows.values())  # called from the live line's thread
+        totals = {k: sum(r.counts[k] for r in rows) for k in COUNTED}
+        counted = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
+        return f"{sum(totals.values())}/{self.planned} done" + (f": {counted}" if counted else "")
 
     def execute_task(self, task: Any) -> None:
-        if _subtask(task.name):
+        if _subtask(task.name) and self.chatty:
             super().execute_task(task)
 
     def skip_uptodate(self, task: Any) -> None:
         parsed = _subtask(task.name)
         if parsed:
-            super().skip_uptodate(task)
             self._row(parsed[0]).counts["skipped"] += 1
+            if self.chatty:
+                super().skip_uptodate(task)
             note = "done today"
             if note not in self._row(parsed[0]).reasons:
                 self._row(parsed[0]).reasons.append(note)
@@ -167,9 +188,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         unknown = int(values.get("unknown_calls", 0))
         if unknown:  # a command that did not report its usage: its 0 is not the truth
             row.reasons.append(f"{parsed[1]}: usage of {unknown} call(s) unknown")
-        self.write(f"   {task.name} {status} in {format_duration(float(values.get('duration', 0)))}"
-                   f", {int(values.get('tokens', 0)):,} tokens"
-                   f"{f' (+ {unknown} call(s) of unknown usage)' if unknown else ''}\n")
+        if self.chatty:
+            self.write(f"   {task.name} {term.paint(status, self.colour)} in "
+                       f"{format_duration(float(values.get('duration', 0)))}"
+                       f", {int(values.get('tokens', 0)):,} tokens"
+                       f"{f' (+ {unknown} call(s) of unknown usage)' if unknown else ''}\n")
         if values.get("overran"):
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
         if values.get("published"):
@@ -178,14 +201,15 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.storage_fault = values.get("storage") or self.storage_fault
         if values.get("error"):
             row.reasons.append(f"{parsed[1]} {status}: {values['error']}")
-            self.problems.append(f"{task.name}: {status}: {values['error']}")
+            self.problems.append((task.name, status, values["error"], values.get("log") or ""))
 
     def add_failure(self, task: Any, fail: Any) -> None:
         parsed = _subtask(task.name) or (task.name, "")
         message = fail.get_msg().strip().splitlines()[-1] if fail.get_msg().strip() else "error"
         self._row(parsed[0]).counts["failed"] += 1
         self._row(parsed[0]).reasons.append(f"{parsed[1]} failed: {message}")
-        self.problems.append(f"{task.name}: failed: {message}")
+        self.problems.append((task.name, "failed", message, ""))
+        self.write(f"   {task.name} {term.paint('failed', self.colour)}: {one_line(message, 200)}\n")
 
     @_storage_exits
     def complete_run(self) -> None:
@@ -199,16 +223,21 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         if self.halted:
             return
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt) or bool(process.signalled())
-        self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
         engine = graph.load_engine()
-        record = report.run_record(guard.connection(str(engine.db_path)), engine.plan,
-                                   engine.run_id, self.started_at, state.now(), engine.log_dir)
-        run_md, _ = report.write_reports(nightshift_home() / "reports", record)
+        conn = guard.connection(str(engine.db_path))
+        interrupt_leftovers(conn, engine.run_id)  # a worker killed before it could say so
+        record = report.run_record(conn, engine.plan, engine.run_id, self.started_at, state.now(),
+                                   engine.log_dir)
+        self._count_interrupted(record)
+        self.outstream.write(self.budget_header() + self.table(interrupted) + "\n")
+        run_md = report.write_reports(nightshift_home() / "reports", record,
+                                      engine.config.section("reporting")["morning_summary"])
         self.results.append(f"report: {run_md}")
-        for title, lines in (("Results", self.results), ("Problems", self.problems)):
+        for title, lines in (("Results", self.results), ("Skipped", self.skipped)):
             if lines:
-                self.outstream.write(f"\n{title}:\n" + "".join(f"  {one_line(line)}\n"
-                                                                for line in lines))
+                self.outstream.write(f"\n{title}:\n" + "".join(f"  {one_line(line)}\n" for line in lines))
+        if self.problems:
+            self.outstream.write("\nProblems:\n" + "".join(self._problem(*p) for p in self.problems))
         if interrupted:
             # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
             sys.exit(EXIT_INTERRUPTED)
@@ -225,26 +254,59 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         lines = []
         for name, figures in engine.plan.allowances.items():
             if name in used:
-                spent, held = budget.run_spent(conn, engine.run_id, name)
-                lines.append(f"budget {name}: {figures.equation}; this run used {spent:,}"
-                             + (f", {held:,} still reserved" if held else ""))
+                end = budget.standing(conn, engine.run_id, name)
+                lines.append(f"budget {name}: {figures.equation}; this run used {end.settled:,}"
+                             + (f", {end.held:,} still reserved" if end.held else "")
+                             + (f", {end.kept:,} kept for calls of unknown usage" if end.kept else ""))
         return "\n" + "\n".join(lines) + "\n" if lines else ""
 
+    def _count_interrupted(self, record: dict[str, Any]) -> None:
+        """Interrupted tasks never reach doit's reporter: the ledger, once the workers are
+        gone, is where they are counted."""
+        for task in record["tasks"]:
+            if task["status"] == "interrupted":
+                row = self._row(task["project"])
+                row.counts["interrupted"] += 1
+                row.reasons.append(f"{task['task_type']} interrupted")
+                self.problems.append((f"{task['project']}:{task['task_type']}", "interrupted",
+                                      task["reason"] or "interrupted", task["log"] or ""))
+
+    def _problem(self, name: str, status: str, reason: str, log: str) -> str:
+        """One problem in full: the reason is never cut, and the log says the rest."""
+        line = f"  {one_line(name)}: {term.paint(status, self.colour)}: {one_line(reason)}\n"
+        return line + (f"    log: {one_line(log)}\n" if log and status in LISTED else "")
+
     def table(self, interrupted: bool) -> str:
-        body = []
-        totals = dict.fromkeys(COUNTED, 0)
-        seconds, tokens = 0.0, 0
-        for row in self.rows.values():
-            for key in COUNTED:
-                totals[key] += row.counts[key]
-            seconds += row.seconds
-            tokens += row.tokens
-            body.append(cells(row.project, row.provider, *(row.counts[k] for k in COUNTED),
-                               row.tokens, format_duration(row.seconds) if row.seconds else "-",
-                               one_line("; ".join(row.reasons), REASON_WIDTH)))
+        """Fits the stream's width: the status columns are the ones this run used (completed
+        always), and the reason column gets what is left; the problems below it are in full."""
+        shown = [k for k in COUNTED if k == "completed" or any(r.counts[k] for r in self.rows.values())]
+        totals = {k: sum(r.counts[k] for r in self.rows.values()) for k in shown}
+        seconds = sum(r.seconds for r in self.rows.values())
+        body = [cells(r.project, r.provider, *(r.counts[k] for k in shown), r.tokens,
+                      format_duration(r.seconds) if r.seconds else "-", "; ".join(r.reasons))
+                for r in self.rows.values()]
         wall = format_duration(time.monotonic() - self.started)
         note = "interrupted" if interrupted else f"{len(self.rows)} project(s), wall {wall}"
-        body.append(cells("TOTAL", "", *(totals[k] for k in COUNTED), tokens,
-                           format_duration(seconds) if seconds else "-", note))
-        headers = ["project", "provider", *COUNTED, "tokens", "agent time", "reason"]
-        return "\n" + tabulate(body, headers=headers, tablefmt="simple")
+        body.append(cells("TOTAL", "", *totals.values(), sum(r.tokens for r in self.rows.values()),
+                          format_duration(seconds) if seconds else "-", note))
+        headers = ["project", "provider", *shown, "tokens", "agent time"]
+        width = term.columns(self.outstream)
+
+        def room(names: list[str]) -> int:  # what is left for the reason column
+            # tabulate's "simple" columns: 2 spaces apart, headers padded by 2 (MIN_PADDING)
+            return width - sum(2 + max(len(h) + 2, *(len(str(row[i])) for row in body))
+                               for i, h in enumerate(names))
+
+        if room(headers) < FULL_HEADERS_ROOM:
+            headers = [SHORT.get(h, h) for h in headers]
+        for column, floor in ((0, 16), (1, 10), (0, 9)):  # still too wide: cut long names
+            deficit = MIN_REASON - room(headers)
+            longest = max(len(str(row[column])) for row in body)
+            if deficit > 0 and longest > floor:
+                for row in body:
+                    row[column] = one_line(row[column], max(floor, longest - deficit))
+        left = max(len("reason"), room(headers))
+        for row in body:
+            row[-1] = one_line(row[-1], left)
+        painted = [term.paint(h, self.colour) for h in headers]
+        return "\n" + tabulate(body, headers=[*painted, "reason"], tablefmt="simple")

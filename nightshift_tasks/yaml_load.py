@@ -3,7 +3,8 @@ by whoever controls the repository): strict UTF-8, bounded size, depth and alias
 no duplicate keys, and only the plain JSON-like types.
 
 Every problem becomes `config error: <file>: line N, column M: <what>`; nothing raises
-anything but ConfigError.
+anything but ConfigError. Beside the value, the place of every key and list item, so later
+checks can say where in the file a bad key is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from nightshift_tasks.errors import ConfigError, clip
+from nightshift_tasks.errors import ConfigError, clip, dotted
 
 MAX_BYTES = 1_000_000  # a config is a few kilobytes
 MAX_DEPTH = 64  # nesting of lists and mappings
@@ -44,6 +45,7 @@ class StrictLoader(yaml.SafeLoader):
         self.open_anchors: list[str] = []
         self.sizes: dict[int, int] = {}  # id(node) -> values it expands to
         self.problems: list[tuple[int, int, str]] = []  # (line, column, what): reported together
+        self.aliases: dict[tuple[int, Any], Any] = {}  # (id(parent), index) -> the alias's mark
 
     def note(self, mark: Any, what: str) -> None:
         line, column = (mark.line, mark.column) if mark else (-1, -1)
@@ -55,6 +57,8 @@ class StrictLoader(yaml.SafeLoader):
             if event.anchor in self.open_anchors:
                 raise _Problem(event.start_mark, f"alias *{clip(event.anchor, 40)} is inside its own "
                                "anchor, so it would never end; aliases may only repeat finished values")
+            if parent is not None:  # the alias's own place: the node it names is elsewhere
+                self.aliases[(id(parent), index if isinstance(index, int) else id(index))] = event.start_mark
             return super().compose_node(parent, index)
         if self.depth >= MAX_DEPTH:
             raise _Problem(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
@@ -144,8 +148,35 @@ def decode(path: Path, data: bytes) -> str:
                            f"0x{data[exc.start]:02x}); save the file as UTF-8"]) from None
 
 
+def places(root: Node | None, aliases: dict[tuple[int, Any], Any]) -> dict[str, str]:
+    """{dotted key: "line N, column M"} for every mapping key and list item under `root`.
+    Everything reached through an alias is placed at the alias."""
+    found: dict[str, str] = {}
+    stack: list[tuple[Node, tuple[Any, ...], str | None]] = [(root, (), None)] if root else []
+    while stack:
+        node, path, fixed = stack.pop()
+        if isinstance(node, MappingNode):
+            children = [(k.value, k.start_mark, aliases.get((id(node), id(k))), v)
+                        for k, v in node.value if isinstance(k, ScalarNode)]  # placed at the key
+        elif isinstance(node, SequenceNode):
+            children = [(i, aliases.get((id(node), i), item.start_mark), aliases.get((id(node), i)), item)
+                        for i, item in enumerate(node.value)]
+        else:
+            continue
+        for part, mark, alias, child in children:
+            here = fixed or _where(mark)[:-2]
+            found.setdefault(dotted((*path, part)), here)
+            stack.append((child, (*path, part), fixed or (alias and _where(alias)[:-2])))
+    return found
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; every problem names the file and, where there is one, the line."""
+    return read_yaml_placed(path)[0]
+
+
+def read_yaml_placed(path: Path) -> tuple[Any, dict[str, str]]:
+    """The value, and where each key is (see `places`)."""
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_BYTES + 1)
@@ -162,8 +193,11 @@ def read_yaml(path: Path) -> Any:
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         raise ConfigError([f"config error: {path}: line {line}, column {column}: invalid YAML: "
                            f"character U+{exc.character:04X} is not allowed in YAML; remove it"]) from None
+    value, where = None, {}
     try:
-        value = loader.get_single_data()
+        root = loader.get_single_node()
+        value = None if root is None else loader.construct_document(root)
+        where = places(root, loader.aliases)
     except _Problem as exc:
         loader.note(exc.mark, exc.what)
     except yaml.MarkedYAMLError as exc:
@@ -175,7 +209,7 @@ def read_yaml(path: Path) -> Any:
         loader.dispose()
     if loader.problems:
         raise ConfigError([f"config error: {path}: {what}" for *_, what in sorted(loader.problems)])
-    return unshared(value)
+    return unshared(value), where
 
 
 def unshared(value: Any) -> Any:

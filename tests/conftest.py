@@ -5,6 +5,7 @@ the tests need beyond Python."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ PACKAGES = dict(line.split() for line in (ROOT / "tests" / "programs.txt").read_
 INSTALL = "sudo apt-get install -y " + " ".join(PACKAGES.values())
 # The reason of every skip for a program the platform cannot have starts with this.
 UNAVAILABLE = "unavailable on this platform: "
+STATUSES = ("completed", "failed", "abandoned", "skipped", "interrupted")
 # Set by .ci/run: on Debian every program can be installed, so such a skip is a failure there.
 REQUIRE_ALL = "NIGHTSHIFT_REQUIRE_ALL_PROGRAMS"
 
@@ -188,17 +190,34 @@ def env(tmp_path: Path) -> Env:
                config=tmp_path / "nightshift.yaml")
 
 
-def summary_rows(stdout: str) -> dict[str, list[str]]:
-    """The summary table's rows by project: [provider, completed, failed, abandoned, skipped,
-    tokens, agent time, reason words...] (TOTAL has an empty provider, so it starts later)."""
+FULL_HEADERS = {"done": "completed", "fail": "failed", "aband": "abandoned", "skip": "skipped",
+                "intr": "interrupted", "time": "agent time"}  # the table's narrow headers
+
+
+def summary_table(stdout: str) -> dict[str, dict[str, str]]:
+    """The summary table's cells by project and by (full) column name. A status column the
+    run did not use is left out of the table: it reads as "0" here."""
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("project "))
+    spans = [m.span() for m in re.finditer(r"-+", lines[header + 1])]
+    spans[-1] = (spans[-1][0], None)  # the reason column runs to the end of the line
+    names = [FULL_HEADERS.get(n, n) for n in re.split(r"\s{2,}", lines[header].strip())]
     rows = {}
     for line in lines[header + 2:]:
         if not line.strip():
             break
-        name, *rest = line.split()
-        rows[name] = rest
+        values = dict(zip(names, (line[a:b].strip() for a, b in spans), strict=True))
+        rows[values["project"]] = {**dict.fromkeys(STATUSES, "0"), **values}
+    return rows
+
+
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table's rows by project: [provider, completed, failed, abandoned, skipped,
+    tokens, agent time, reason words...] (TOTAL has an empty provider, so it starts later)."""
+    rows = {}
+    for name, cells in summary_table(stdout).items():
+        words = [cells[k] for k in ("provider", *STATUSES[:4], "tokens", "agent time")]
+        rows[name] = [w for w in words if w] + cells["reason"].split()
     return rows
 
 

@@ -80,7 +80,7 @@ def test_reserve_then_settle(tmp_path: Path) -> None:
     assert budget.reserve(conn, _ask(c, 400)) == (False, budget.Standing(0, 800))
     # a measured 700 so far: its reservation grows to the truth.
     state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 700})
-    assert budget.run_spent(conn, "run1", "claude") == (700, 400)
+    assert budget.standing(conn, "run1", "claude") == budget.Standing(700, 400)
     budget.release(conn, b)  # b ended having used nothing: its hold is gone
     assert budget.reserve(conn, _ask(c, 300)) == (True, budget.Standing(700, 0))
     assert budget.reserve(conn, _ask(_attempt(conn), 300, run="run2")) == (True, budget.Standing(0, 0))
@@ -95,8 +95,8 @@ def test_usage_settles_against_the_provider_that_made_the_call(tmp_path: Path) -
     budget.release(conn, a, "claude")
     assert budget.reserve(conn, _ask(a, 600, provider="codex"))[0]
     state.record_call(conn, a, "plan", "codex", state.now(), 0, "ok", None, {"tokens": 900})
-    assert budget.run_spent(conn, "run1", "claude") == (0, 0)
-    assert budget.run_spent(conn, "run1", "codex") == (900, 0)
+    assert budget.standing(conn, "run1", "claude") == budget.Standing(0, 0)
+    assert budget.standing(conn, "run1", "codex") == budget.Standing(900, 0)
     assert budget.open_reserved(conn, "codex") == 0 and budget.open_reserved(conn, "claude") == 0
 
 
@@ -138,6 +138,21 @@ def test_waiting_ends_when_patience_does(tmp_path: Path) -> None:
     checks = iter([True, False])
     assert budget.reserve_waiting(conn, _ask(b, 800), lambda: next(checks), lambda _: None) == (
         False, budget.Standing(0, 800))
+
+
+def test_unknown_usage_is_kept_and_never_waited_for(tmp_path: Path) -> None:
+    """A task whose calls reported no usage keeps its estimate after it ends; such a hold
+    never settles, so another task does not wait for it but is skipped at once."""
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 800))[0]
+    state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 0},
+                      usage_known=False)
+    budget.release(conn, a)
+    assert budget.standing(conn, "run1", "claude") == budget.Standing(0, 0, 800)
+    assert budget.open_reserved(conn, "claude") == 0
+    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: True, lambda _: pytest.fail("waited")) == (
+        False, budget.Standing(0, 0, 800))
 
 
 def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:

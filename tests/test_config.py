@@ -25,39 +25,46 @@ def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> 
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("schedule: {max_taks: 2}",
-     "schedule.max_taks: unknown key; did you mean 'max_tasks'? allowed keys: cron, interval, "
+     "line 1, column 12: schedule.max_taks: unknown key; did you mean 'max_tasks'? allowed keys: "
+     "cron, interval, "
      "jitter, max_projects, max_tasks, window"),
     ("budget: {mode: hourly}",
-     'budget.mode: "hourly" is not allowed; allowed: "daily", "weekly"'),
-    ("budget: {max_percent: 101}", "budget.max_percent: 101 is out of range; allowed: 0 to 100"),
-    ("schedule: {max_tasks: 0}", "schedule.max_tasks: 0 is out of range; allowed: at least 1"),
-    ("schedule: {max_tasks: two}", "schedule.max_tasks: is a string; expected integer"),
+     'line 1, column 10: budget.mode: "hourly" is not allowed; allowed: "daily", "weekly"'),
+    ("budget: {max_percent: 101}", "line 1, column 10: budget.max_percent: 101 is out of range; "
+     "allowed: 0 to 100"),
+    ("schedule: {max_tasks: 0}", "line 1, column 12: schedule.max_tasks: 0 is out of range; "
+     "allowed: at least 1"),
+    ("schedule: {max_tasks: two}", "line 1, column 12: schedule.max_tasks: is a string; expected integer"),
     ("tasks: {intervals: {lint-fix: 2w}}",
-     "tasks.intervals.lint-fix: '2w' is not a duration; use Go syntax such as 30m, 1h30m, "
+     "line 1, column 21: tasks.intervals.lint-fix: '2w' is not a duration; use Go syntax such as 30m, 1h30m, "
      "168h, or 7d"),
-    ("projects: [{priority: 1}]", "projects[0]: each project needs a 'path' or a 'pattern'"),
+    ("projects: [{priority: 1}]", "line 1, column 12: projects[0]: each project needs a 'path' or a "
+     "'pattern'"),
     ("providers: {preference: [codex, codex]}",
-     "providers.preference: lists an entry more than once; each may appear once"),
+     "line 1, column 13: providers.preference: lists an entry more than once; each may appear once"),
     ("schedule: {window: {start: '25:00', end: '06:00'}}",
-     "schedule.window.start: '25:00' is not a time of day; use HH:MM between 00:00 and 23:59"),
+     "line 1, column 21: schedule.window.start: '25:00' is not a time of day; use HH:MM between "
+     "00:00 and 23:59"),
     ("schedule: {window: {start: '22:00'}}",
-     "schedule.window: 'end' is a required property; add it"),
+     "line 1, column 12: schedule.window: 'end' is a required property; add it"),
     ("schedule: {cron: '0 2 * * *', interval: 1h}",
-     "schedule: cron and interval are both set; set only one of them"),
+     "line 1, column 1: schedule: cron and interval are both set; set only one of them"),
     ("tasks: {enabled: [lint-fixx]}",
-     "tasks.enabled[0]: unknown task 'lint-fixx'; did you mean 'lint-fix'? see "
+     "line 1, column 19: tasks.enabled[0]: unknown task 'lint-fixx'; did you mean 'lint-fix'? see "
      "nightshift_tasks/catalog.yaml for every task"),
     ("tasks: {custom: [{type: lint-fix, name: L, description: d}]}",
-     "tasks.custom[0].type: 'lint-fix' is a built-in task; choose another slug"),
+     "line 1, column 19: tasks.custom[0].type: 'lint-fix' is a built-in task; choose another slug"),
     ("tasks: {custom: [{type: mine, name: Mine}]}",
-     "tasks.custom[0]: 'description' is a required property; add it"),
+     "line 1, column 18: tasks.custom[0]: 'description' is a required property; add it"),
     ("tasks: {custom: [{type: My Task, name: M, description: d}]}",
-     "tasks.custom[0].type: 'My Task' is not a task slug; use lower-case letters, digits and dashes"),
+     "line 1, column 19: tasks.custom[0].type: 'My Task' is not a task slug; use lower-case "
+     "letters, digits and dashes"),
     ("tasks: {custom: [{type: mine, name: M, description: d, category: misc}]}",
-     'tasks.custom[0].category: "misc" is not allowed; allowed: "pr", "analysis", "options", "safe", '
+     'line 1, column 56: tasks.custom[0].category: "misc" is not allowed; allowed: "pr", '
+     '"analysis", "options", "safe", '
      '"map", "emergency"'),
     ("providers: {command: {enabled: true}}",
-     'providers.command.argv: missing; an enabled command provider needs argv, e.g. '
+     'line 1, column 13: providers.command.argv: missing; an enabled command provider needs argv, e.g. '
      '["my-agent", "--print", "{prompt}"]'),
     ("- just\n- a list\n",
      "(top level): is a list; expected a mapping of sections such as projects, tasks, providers"),
@@ -68,7 +75,9 @@ def test_each_error_class_has_a_clear_line(tmp_path: Path, text: str, expected: 
 
 def test_every_problem_is_reported_at_once_sorted_by_key(tmp_path: Path) -> None:
     lines = errors_for(tmp_path, "budget: {mode: x}\nschedule: {max_tasks: 0}\nbogus: 1\n")
-    assert [line.split(":")[0] for line in lines] == ["bogus", "budget.mode", "schedule.max_tasks"]
+    assert [line.split(": ")[:2] for line in lines] == [
+        ["line 3, column 1", "bogus"], ["line 1, column 10", "budget.mode"],
+        ["line 2, column 12", "schedule.max_tasks"]]
 
 
 def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -137,9 +146,10 @@ def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[
     result = env.doit(*command)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f'config error: {env.config}: budget.mode: "hourly" is not allowed; allowed: "daily", '
-        '"weekly"',
-        f"config error: {env.config}: extra: unknown key; allowed keys: budget, integrations, "
+        f'config error: {env.config}: line 2, column 3: budget.mode: "hourly" is not allowed; allowed: '
+        '"daily", "weekly"',
+        f"config error: {env.config}: line 20, column 1: extra: unknown key; allowed keys: budget, "
+        "integrations, "
         "logging, projects, providers, publish, reporting, schedule, tasks"]
     assert not env.home.exists()
     assert not env.record.exists()
@@ -177,23 +187,27 @@ NOT_A_TAG = "is not supported; use plain strings, numbers, booleans, lists and m
     (b"budget: {mode: !!binary aGVsbG8=}\n", [f"line 1, column 16: the tag !!binary {NOT_A_TAG}"]),
     (b"budget: {mode: !!set {a, b}}\n", [f"line 1, column 16: the tag !!set {NOT_A_TAG}"]),
     (b"budget: {mode: 2024-01-01}\n",
-     ['budget.mode: "2024-01-01" is not allowed; allowed: "daily", "weekly"']),
-    (b"1: x\nbogus: y\n", [f"1: {UNKNOWN_TOP}", f"bogus: {UNKNOWN_TOP}"]),
+     ['line 1, column 10: budget.mode: "2024-01-01" is not allowed; allowed: "daily", "weekly"']),
+    (b"1: x\nbogus: y\n", [f"line 1, column 1: 1: {UNKNOWN_TOP}", f"line 2, column 1: bogus: {UNKNOWN_TOP}"]),
     (b"tasks: {custom: [{type: {a: 1}, name: N, description: d}]}\n",
-     ["tasks.custom[0].type: is a mapping; expected string"]),
+     ["line 1, column 19: tasks.custom[0].type: is a mapping; expected string"]),
     (b"budget: {weekly_tokens: 1" + b"0" * 400 + b"}\n",
-     ["budget.weekly_tokens: 10000000000000000000000… is out of range; allowed: -1000000000000000 to "
+     ["line 1, column 10: budget.weekly_tokens: 10000000000000000000000… is out of range; allowed: "
+      "-1000000000000000 to "
       "1000000000000000"]),
     (b"budget: {weekly_tokens: 1" + b"0" * 5000 + b"}\n",
      ["line 1, column 25: the number 1000000000000000000… has 5,001 digits; far too large for any setting"]),
     (b'providers: {claude: {timeout: "30m\\n"}}\n',
-     ["providers.claude.timeout: '30m\\n' is not a duration; use Go syntax such as 30m, 1h30m, 168h, or 7d"]),
+     ["line 1, column 22: providers.claude.timeout: '30m\\n' is not a duration; use Go syntax such "
+      "as 30m, 1h30m, 168h, or 7d"]),
     (b"projects: []\nschedule: {max_tasks: 2}\nprojects: [{path: /x}]\n",
      ["line 3, column 1: duplicate key 'projects' (first on line 1); each key may appear once in a mapping"]),
     (b'projects: [{path: "/tmp/a\\0b"}]\n',
-     ["projects[0].path: '/tmp/a\\x00b' contains a NUL character, which no path, argument or name can hold"]),
+     ["line 1, column 13: projects[0].path: '/tmp/a\\x00b' contains a NUL character, which no path, "
+      "argument or name can hold"]),
     (b"tasks: {intervals: {lint-fix: " + b"x" * 100_000 + b"}}\n",
-     [f"tasks.intervals.lint-fix: '{'x' * 78}… is not a duration; use Go syntax such as 30m, 1h30m, 168h, "
+     [f"line 1, column 21: tasks.intervals.lint-fix: '{'x' * 78}… is not a duration; use Go syntax "
+      "such as 30m, 1h30m, 168h, "
       "or 7d"]),
     (b"# " + b"x" * 1_000_000 + b"\n", ["file is larger than 1,000,000 bytes; a config is a few kilobytes"]),
     (LAUGHS.encode(), ["line 5, column 4: expands to more than 50,000 values through aliases; a config "
@@ -230,8 +244,8 @@ def test_a_custom_task_slug_given_twice_is_a_config_error(env: Env) -> None:
     env.write_config({"tasks": {"enabled": ["mine"], "custom": [entry, {**entry, "name": "Other"}, entry]}})
     result = env.doit("run")
     assert (result.returncode, result.stderr.splitlines()) == (2, [
-        f"config error: {env.config}: tasks.custom[{i}].type: 'mine' is also tasks.custom[0].type; each "
-        "custom task needs its own slug" for i in (1, 2)])
+        f"config error: {env.config}: line {line}, column 5: tasks.custom[{i}].type: 'mine' is also "
+        "tasks.custom[0].type; each custom task needs its own slug" for i, line in ((1, 22), (2, 23))])
     assert not env.home.exists()
 
 
@@ -245,3 +259,38 @@ def test_enum_values_ignore_case_and_dashes(tmp_path: Path) -> None:
             config.section("publish")["mode"]) == ("weekly", "debug", "pr")
     custom = config.section("tasks")["custom"][0]
     assert (custom["category"], custom["cost_tier"], custom["risk_level"]) == ("pr", "very-high", "medium")
+
+
+def test_the_schema_is_something_editors_use() -> None:
+    schema = load_schema("config.schema.json")
+    host = schema["$id"].split("/")[2]
+    assert schema["$id"].startswith("https://") and schema["$id"].endswith("/schemas/config.schema.json")
+    assert not host.endswith((".invalid", ".example", ".test", ".localhost")), host
+    missing = []
+
+    def walk(node: dict[str, object], path: str) -> None:
+        for key, sub in node.get("properties", {}).items():  # type: ignore[attr-defined]
+            if "description" not in sub:
+                missing.append(f"{path}{key}")
+            walk(sub, f"{path}{key}.")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[].")  # type: ignore[arg-type]
+
+    walk(schema, "")
+    assert missing == []
+    first = (ROOT / "config.example.yaml").read_text().splitlines()[0]
+    assert first == f"# yaml-language-server: $schema={schema['$id']}"
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("budget: {billing_mode: api}", "budget.billing_mode"),
+    ("budget: {calibrate_enabled: false}", "budget.calibrate_enabled"),
+    ("budget: {snapshot_interval: 1h}", "budget.snapshot_interval"),
+    ("budget: {snapshot_retention_days: 3}", "budget.snapshot_retention_days"),
+    ("logging: {format: text}", "logging.format"),
+    ("reporting: {email: me@example.org}", "reporting.email"),
+    ("reporting: {slack_webhook: 'https://hooks.example.org/x'}", "reporting.slack_webhook"),
+])
+def test_keys_that_would_do_nothing_are_unknown(tmp_path: Path, text: str, key: str) -> None:
+    (line,) = errors_for(tmp_path, text)
+    assert line.startswith("line 1, column ") and f": {key}: unknown key; " in line

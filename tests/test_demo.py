@@ -3,7 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import Env, require_program
+from tests.conftest import Env, require_program, summary_table
 
 
 def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
@@ -12,8 +12,9 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    total = next(line for line in lines if line.startswith("TOTAL"))
-    assert total.split()[1:6] == ["12", "0", "0", "0", "223086"]
+    total = summary_table(result.stdout)["TOTAL"]
+    assert [total[k] for k in ("completed", "failed", "abandoned", "skipped", "tokens")] == [
+        "12", "0", "0", "0", "223086"]
     # The demo agent reports its usage: the budget header, then the budget view afterwards.
     assert ("budget command: 2,857,142 daily x (1 - 0.0% used) x 75% - 142,857 reserve = "
             "1,999,999; this run used 223,086") in lines

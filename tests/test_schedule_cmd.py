@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,15 @@ def expected_line(env: Env, fields: str, workers: int = 1, config: Path | None =
     return f"{fields} {' '.join(words)}".replace("%", "\\%")
 
 
+def next_run(line: str, before: datetime) -> tuple[str, datetime]:
+    """The line `next run: YYYY-MM-DD HH:MM (in ...)` and its time, which must be after `before`."""
+    found = re.fullmatch(r"next run: (\d{4}-\d\d-\d\d \d\d:\d\d) \(in [0-9hms.]+\)", line)
+    assert found, line
+    at = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M")
+    assert at > before, line
+    return line, at
+
+
 def block(line: str) -> str:
     return f"{BEGIN}\n{line}\n{END}\n"
 
@@ -124,8 +134,8 @@ def test_no_schedule_or_a_malformed_cron_exits_2(env: Env) -> None:
     schedule(env, cron="0 2 * *")
     done = cron(env, "install")
     assert done.returncode == 2 and done.stderr == (
-        f"config error: {env.config}: schedule.cron: '0 2 * *' is not a five-field cron expression "
-        "(minute hour day-of-month month day-of-week)\n")
+        f"config error: {env.config}: line 13, column 3: schedule.cron: '0 2 * *' is not a five-field "
+        "cron expression (minute hour day-of-month month day-of-week)\n")
     assert not table(env).exists()
 
 
@@ -173,9 +183,12 @@ def test_status_says_whether_installed_and_up_to_date(env: Env) -> None:
         1, "nightshift-tasks is not installed in the crontab; run `nightshift-tasks cron install`\n")
     assert cron(env, "install").returncode == 0
     line = expected_line(env, "0 */2 * * *")
+    before = datetime.now()
     same = cron(env, "status")
+    shown, upcoming = next_run(same.stdout.splitlines()[1], before)
     assert (same.returncode, same.stdout) == (
-        0, f"{line}\nnightshift-tasks is installed in the crontab and up to date\n")
+        0, f"{line}\n{shown}\nnightshift-tasks is installed in the crontab and up to date\n")
+    assert upcoming.minute == 0 and upcoming.hour % 2 == 0 and upcoming - before <= timedelta(hours=2)
     more = cron(env, "status", "-n", "4")
     assert (more.returncode, more.stdout.splitlines()[-1] + "\n") == (
         1, differs("in the crontab", "-n 1 -> 4"))
@@ -475,3 +488,56 @@ def test_launchd_plist(env: Env, keys: dict[str, Any], when: dict[str, Any]) -> 
     assert cron(env, "status", "--launchd").returncode == 0
     assert cron(env, "uninstall", "--launchd").returncode == 0 and not plist.exists()
     assert cron(env, "status", "--launchd").returncode == 1
+
+
+def cron_line_number(env: Env) -> int:
+    """Where `schedule.cron` is in the written config (1-based), found by reading it."""
+    lines = env.config.read_text().splitlines()
+    section = lines.index("schedule:")
+    return next(i for i in range(section, len(lines)) if lines[i].startswith("  cron:")) + 1
+
+
+@pytest.mark.parametrize(("expression", "problem"), [
+    ("61 25 * * *", "is not a cron expression: '61' is outside the minute field's range 0-59"),
+    ("0 24 * * *", "is not a cron expression: '24' is outside the hour field's range 0-23"),
+    ("0 0 32 * *", "is not a cron expression: '32' is outside the day of month field's range 1-31"),
+    ("0 0 0 * *", "is not a cron expression: '0' is outside the day of month field's range 1-31"),
+    ("0 0 * 13 *", "is not a cron expression: '13' is outside the month field's range 1-12"),
+    ("0 0 * * 8", "is not a cron expression: '8' is outside the day of week field's range 0-7"),
+    ("*/0 * * * *", "is not a cron expression: '*/0' needs a step of 1 or more after the /"),
+    ("30-10 * * * *", "is not a cron expression: '30-10' runs backwards; write the lower minute first"),
+    ("0 0 * * someday", "is not a cron expression: 'someday' is not a number or a name (sun, mon, tue, "
+                        "wed, thu, fri, sat) in the day of week field"),
+    ("0 0 31 2 *", "never fires: no month it allows has that day"),
+])
+def test_a_cron_field_out_of_range_is_a_config_error_for_every_command(env: Env, expression: str,
+                                                                       problem: str) -> None:
+    env.projects(["alpha"])
+    schedule(env, cron=expression)
+    expected = (f"config error: {env.config}: line {cron_line_number(env)}, column 3: schedule.cron: "
+                f"{expression!r} {problem}\n")
+    done = cron(env, "install")
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", expected)
+    assert not table(env).exists()
+    listed = env.doit("list")
+    assert (listed.returncode, listed.stderr) == (2, expected)
+
+
+def test_status_and_cron_status_show_the_next_run(env: Env) -> None:
+    env.projects(["alpha"])
+    now = datetime.now()
+    at = (now + timedelta(hours=3)).replace(second=0, microsecond=0)
+    expression = f"{at.minute} {at.hour} * * *"
+    schedule(env, cron=expression, jitter="10m")
+    status = subprocess.run([sys.executable, "-m", "nightshift_tasks", "status", f"config={env.config}"],
+                            cwd=env.tmp, capture_output=True, text=True, timeout=60, env=shell(env))
+    assert status.returncode == 0, status.stderr
+    assert re.fullmatch(
+        rf"next scheduled run: {at:%Y-%m-%d %H:%M} \(in (2h59m|3h00m), plus up to 10m00s of jitter\), "
+        rf"by '{re.escape(expression)}'; `nightshift-tasks cron status` says whether it is installed",
+        status.stdout.splitlines()[-1]), status.stdout
+    assert cron(env, "install").returncode == 0
+    shown = cron(env, "status").stdout.splitlines()
+    assert re.fullmatch(rf"next run: {at:%Y-%m-%d %H:%M} \(in (2h59m|3h00m), plus up to 10m00s of jitter\)",
+                        shown[1]), shown
+    assert shown[2] == "nightshift-tasks is installed in the crontab and up to date"

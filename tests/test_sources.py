@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nightshift_tasks.catalog import build_catalog
 from nightshift_tasks.sources import TD_TEACHING, gather
-from tests.conftest import require_program
+from tests.conftest import Env, require_program
 
 CATALOG = build_catalog([])
 
@@ -79,8 +80,9 @@ def test_file_source(repo: Path) -> None:
 
 def test_missing_or_failing_cli_is_a_warning(repo: Path) -> None:
     found = gather([{"github_issues": True}, {"td": {"enabled": True}}], repo, CATALOG)
-    assert found.warnings == ("task source github_issues: `gh` is not installed (not on PATH); skipped",
-                              "task source td: `td` is not installed (not on PATH); skipped")
+    assert found.warnings == tuple(
+        f"task source {kind}: `{program}` is not installed (not on PATH; `nightshift-tasks doctor` "
+        "explains); skipped" for kind, program in (("github_issues", "gh"), ("td", "td")))
     fake_cli(repo.parent / "bin", "gh", "HTTP 401: Bad credentials", exit_code=1)
     found = gather([{"github_issues": True}], repo, CATALOG)
     assert found.warnings == ('task source github_issues: `gh issue list` exited 1: '
@@ -88,3 +90,20 @@ def test_missing_or_failing_cli_is_a_warning(repo: Path) -> None:
     subprocess.run(["git", "remote", "set-url", "origin", "https://gitlab.com/me/r"], cwd=repo, check=True)
     assert gather([{"github_issues": True}], repo, CATALOG).warnings == (
         "task source github_issues: no github.com `origin` remote; skipped",)
+
+
+def test_a_missing_gh_is_one_warning_per_command_and_doctor_explains(env: Env) -> None:
+    env.projects(["alpha", "beta", "gamma"], integrations={"task_sources": [{"github_issues": True}]})
+    shell = {"PATH": "/usr/bin:/bin", "HOME": str(env.tmp / "user")}  # no gh anywhere
+    warning = ("nightshift: warning: task source github_issues: `gh` is not installed (not on PATH; "
+               "`nightshift-tasks doctor` explains); skipped (for 3 projects: alpha, beta, gamma)")
+    for command in (["list"], ["run", "-n", "3"]):
+        result = env.doit(*command, **shell)
+        assert result.returncode == 0, result.stderr
+        assert [line for line in result.stderr.splitlines() if "warning" in line] == [warning]
+    doctor = subprocess.run([sys.executable, "-m", "nightshift_tasks", "doctor", f"config={env.config}"],
+                            cwd=env.tmp, env=env.environ(**shell), capture_output=True, text=True,
+                            timeout=120)
+    assert ("[WARN] task source github_issues: `gh` is not installed (not on PATH): open GitHub issues "
+            "labelled `nightshift` are not read; install gh (https://cli.github.com) and run `gh auth "
+            "login`, or remove `github_issues` from integrations.task_sources") in doctor.stdout.splitlines()

@@ -52,7 +52,7 @@ def test_errors_exit_2(env: Env) -> None:
     env.config.write_text("tasks: {bogus: 1}\n")
     bad = tasks(env, "list", f"config={env.config}")
     assert bad.returncode == 2
-    assert bad.stderr.startswith(f"config error: {env.config}: tasks.bogus: unknown key")
+    assert bad.stderr.startswith(f"config error: {env.config}: line 1, column 9: tasks.bogus: unknown key")
     usage = tasks(env, "list", "--category", "nope")
     assert usage.returncode == 2 and "invalid choice: 'nope'" in usage.stderr
 

@@ -104,9 +104,9 @@ def test_unknown_usage_keeps_the_reservation(env: Env, mode: str, problem: str) 
     assert result.returncode == 0, result.stdout + result.stderr
     # The first task's 50,000 stay charged, so the second no longer fits: skipped, not run.
     assert summary_rows(result.stdout)["alpha"][:6] == ["command", "1", "0", "0", "1", "0"]
-    assert "usage of 3 call(s) unknown" in result.stdout
+    assert " (+ 3 call(s) of unknown usage)\n" in result.stdout
     assert f"budget: needs ~{LOW_TIER:,} tokens, 30,000 left of 80,000 (command)" in result.stdout
-    assert f"this run used 0, {LOW_TIER:,} still reserved\n" in result.stdout
+    assert f"this run used 0, {LOW_TIER:,} kept for calls of unknown usage\n" in result.stdout
     rows = ledger(env)
     assert [(r["phase"], r["tokens"], r["usage_known"], r["outcome"]) for r in rows] == [
         ("plan", 0, 0, "ok"), ("implement 1", 0, 0, "ok"), ("review 1", 0, 0, "ok")]

@@ -41,7 +41,7 @@ def test_outside_the_window_nothing_is_planned_unless_ignored(env: Env) -> None:
     env.projects(["alpha"], schedule={"window": span})
     result = env.doit("run")
     assert result.returncode == 0
-    assert f"skipped: outside the time window {span['start']}-{span['end']} (UTC); it opens" \
+    assert f"\nSkipped:\n  alpha: outside the time window {span['start']}-{span['end']} (UTC); it opens" \
         in result.stdout
     assert not env.record.exists()
     forced = env.doit("run", "window=ignore")
