@@ -119,6 +119,7 @@ def doit_config() -> dict[str, Any]:
         "verbosity": 0,
         "reporter": SummaryReporter,
         "minversion": "0.37.0",
+        "sort": "definition",  # `doit list` in plan order, not by name
     }
 
 
@@ -174,10 +175,10 @@ def task_projects() -> Iterator[dict[str, Any]]:
     by_slug = {t.slug: t for t in engine.catalog}
     forced = engine.options.force_task is not None  # task=<slug> bypasses the daily guard
     for project in engine.plan.projects:
-        guard_args = [str(engine.db_path), project.path]
         yield {"basename": project.name, "name": None, "doc": project.doc(),
                "meta": Explanation(selection=project.explain()),
-               "uptodate": [None] if forced else [(guard.done_today, [*guard_args, *project.tasks], {})]}
+               "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
+                                                                   tuple(project.tasks))]}
         previous: str | None = None
         for slug in project.tasks:
             task = by_slug.get(slug)
@@ -189,7 +190,8 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "doc": task.name,
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
-                "uptodate": [None] if forced else [(guard.done_today, [*guard_args, slug], {})],
+                "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
+                                                                    (slug,))],
                 "verbosity": 0,
             }
             previous = f"{project.name}:{slug}"
