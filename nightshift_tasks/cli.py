@@ -63,7 +63,7 @@ class Main(DoitMain):  # type: ignore[misc]
 
 
 def run_doit(argv: list[str]) -> int:
-    loader = Loader({"task_projects": graph.task_projects})
+    loader = Loader({graph.CREATOR: graph.task_projects})
     # config_filenames=(): a stray doit.cfg or pyproject.toml in cron's cwd must not apply.
     code: int = Main(loader, config_filenames=()).run(argv)
     return code

@@ -24,6 +24,9 @@ from nightshift_tasks.paths import nightshift_home, pin_home
 from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
 
 EXIT_CONFIG = 2
+# The name doit loads task_projects under. A creator that yields nothing (no projects) is
+# listed by doit as an empty task of its own name; the "_" keeps it out of `doit list`.
+CREATOR = "task__projects"
 TRUE_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -68,6 +71,9 @@ def load_engine() -> Engine:
     for project in plan.projects:
         for warning in project.warnings:
             print(f"nightshift: warning: {project.name}: {warning}", file=sys.stderr)
+    if not plan.projects:
+        print(f"nightshift: warning: {config.path} lists no projects; add your repositories under "
+              "`projects:` (`nightshift-tasks init DIR` finds them)", file=sys.stderr)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine

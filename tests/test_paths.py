@@ -82,3 +82,11 @@ def test_a_main_config_inside_a_project_is_named_as_one(env: Env) -> None:
         "skipped: invalid config: nightshift.yaml: projects: a project's own nightshift.yaml cannot "
         "list projects; this looks like a main config: pass it as config=PATH or move it to "
         f"{env.tmp / 'xdg' / 'nightshift' / 'config.yaml'}")
+
+
+def test_a_config_without_projects_says_so_and_lists_nothing(env: Env) -> None:
+    env.write_config({"projects": []})
+    for result in (env.doit("list"), ns(env, "list", f"config={env.config}", cwd=env.tmp)):
+        assert (result.returncode, result.stdout) == (0, "")
+        assert result.stderr == (f"nightshift: warning: {env.config} lists no projects; add your "
+                                 "repositories under `projects:` (`nightshift-tasks init DIR` finds them)\n")
