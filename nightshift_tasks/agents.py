@@ -17,9 +17,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nightshift_tasks import usage_report
 from nightshift_tasks.text import one_line
 
 BINARIES = {"claude": "claude", "codex": "codex", "copilot": "copilot"}
+# Providers that report their usage in a file of ours: copilot by --usage-output-file, a
+# command by the usage protocol ($NIGHTSHIFT_USAGE_FILE, see usage_report.py).
+USAGE_FILE_PROVIDERS = ("copilot", "command")
 PROMPT_SLOT = "{prompt}"
 PROMPT_FILE_SLOT = "{prompt_file}"
 # Linux's MAX_ARG_STRLEN: the most bytes one argv element can hold, its final NUL included.
@@ -59,7 +63,8 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     tokens: int = 0  # billable: claude input + cache writes + output; codex uncached input
-    # + output + reasoning; copilot input + output
+    # + output + reasoning; copilot input + output; command input + cache writes + output +
+    # reasoning
     cost_usd: float = 0.0
     requests: int = 0  # copilot premium requests
 
@@ -70,6 +75,7 @@ class Reply:
     usage: Usage
     error: str | None = None  # what the agent reported when it failed
     status: int | None = None  # the API's HTTP status for that error, when known
+    usage_unknown: str | None = None  # why the usage is not known (a command's report)
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,15 @@ def augmented_path(env: Mapping[str, str] = os.environ) -> str:
     return os.pathsep.join(parts)
 
 
-def agent_env(provider: str = "command", env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    out = dict(env)
+def agent_env(provider: str = "command", env: Mapping[str, str] = os.environ,
+              usage_file: str | None = None) -> dict[str, str]:
+    """The environment of an agent call; a command gets the path of its usage report file."""
+    out = {k: v for k, v in env.items() if k != usage_report.USAGE_ENV}
     out["PATH"] = augmented_path(env)
     if provider == "claude":
         out.update({k: v for k, v in CLAUDE_ENV.items() if k not in env})
+    if provider == "command" and usage_file:
+        out[usage_report.USAGE_ENV] = usage_file
     return out
 
 
@@ -281,14 +291,27 @@ def parse_copilot(stdout: str, usage_report: str | None) -> Reply:
     return Reply(texts[-1] if texts else "", usage, errors[-1] if errors else None)
 
 
-def parse_reply(provider: str, stdout: str, usage_report: str | None = None) -> Reply:
+def parse_command(stdout: str, report_text: str | None) -> Reply:
+    """Any program: its stdout is the reply, its usage what it reported by the protocol."""
+    report = usage_report.parse(stdout, report_text)
+    if report.problem:
+        return Reply(report.text, Usage(), usage_unknown=report.problem)
+    counts = {k: int(report.fields[k]) for k in usage_report.TOKEN_FIELDS}
+    tokens = (counts["input_tokens"] + counts["cache_write_tokens"] + counts["output_tokens"]
+              + counts["reasoning_tokens"])
+    return Reply(report.text, Usage(**counts, tokens=tokens, cost_usd=report.fields["cost_usd"]))
+
+
+def parse_reply(provider: str, stdout: str, report: str | None = None) -> Reply:
+    """The reply and usage of one call; `report` is the text of the provider's usage file
+    (None when there is none, or the agent made it unreadable)."""
     if provider == "claude":
         return parse_claude(stdout)
     if provider == "codex":
         return parse_codex(stdout)
     if provider == "copilot":
-        return parse_copilot(stdout, usage_report)
-    return Reply(stdout, Usage())
+        return parse_copilot(stdout, report)
+    return parse_command(stdout, report)
 
 
 def _bounded(text: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import sqlite3
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,7 @@ from nightshift_tasks.usage import Reading, week_start
 
 WEEKDAYS = {"monday": 0, "sunday": 6}
 ESTIMATE_RUNS = 5  # the estimate is the median of this many latest measured runs
+POLL_SECONDS = 0.2  # how often a task waiting for reservations to settle reads the ledger
 
 
 @dataclass(frozen=True)
@@ -107,67 +110,122 @@ def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetim
 
 
 def estimates(conn: sqlite3.Connection, provider: str) -> dict[str, tuple[int, int]]:
-    """Per task: (median measured tokens of its latest completed runs on the provider, runs)."""
+    """Per task: (median measured tokens of its latest completed runs on the provider, runs).
+
+    A run counts for the provider only when the provider made all of its measured calls: a
+    task that failed over part-way teaches neither provider's estimate.
+    """
     found: dict[str, list[int]] = {}
-    for row in conn.execute("SELECT task, tokens FROM attempts WHERE provider = ? AND "
-                            "status = 'completed' AND tokens > 0 ORDER BY id DESC", (provider,)):
+    for row in conn.execute(
+            "SELECT a.task, SUM(c.tokens) AS tokens FROM attempts a JOIN calls c ON "
+            "c.attempt_id = a.id WHERE a.status = 'completed' GROUP BY a.id HAVING "
+            "SUM(c.tokens) > 0 AND SUM(CASE WHEN c.provider = ? THEN 0 ELSE c.tokens END) = 0 "
+            "AND MIN(c.usage_known) = 1 ORDER BY a.id DESC", (provider,)):
         runs = found.setdefault(row["task"], [])
         if len(runs) < ESTIMATE_RUNS:
             runs.append(int(row["tokens"]))
     return {task: (int(statistics.median(runs)), len(runs)) for task, runs in found.items()}
 
 
-def _charged(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
-    """Settled usage plus what open reservations still hold back, for one run and provider.
+@dataclass(frozen=True)
+class Ask:
+    """One task's reservation request against a provider's allowance for the run."""
 
-    An open reservation holds max(estimate, settled so far); once its task ends, or its
-    process died, only what was measured counts.
+    attempt_id: int
+    run_id: str
+    provider: str
+    estimate: int
+    allowance: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where the run stands with a provider: measured usage and what running tasks hold."""
+
+    settled: int
+    held: int
+
+    def left(self, allowance: int) -> int:
+        return max(0, allowance - self.settled - self.held)
+
+
+def settled(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
+    """What the run's calls to the provider measured, whichever task made them."""
+    return int(conn.execute(
+        "SELECT COALESCE(SUM(c.tokens), 0) FROM calls c JOIN attempts a ON a.id = c.attempt_id "
+        "WHERE a.run_id = ? AND c.provider = ?", (run_id, provider)).fetchone()[0])
+
+
+def _held(conn: sqlite3.Connection, provider: str, run_id: str | None) -> int:
+    """What open reservations hold back beyond the usage their task measured on the provider
+    (of one run, or of every run); a reservation whose process died holds nothing.
+
+    Unknown usage (a command that reported none, or a malformed report) is not zero: within
+    a run, a reservation with such a call stays held after its task ends. (Across runs the
+    usage reader counts it on its day instead.)
     """
-    total = 0
-    for row in conn.execute(
-            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled "
-            "FROM reservations r LEFT JOIN calls c ON c.attempt_id = r.attempt_id "
-            "WHERE r.run_id = ? AND r.provider = ? GROUP BY r.attempt_id", (run_id, provider)):
-        held = row["open"] and alive(row["pid"])
-        total += max(row["estimate"], row["settled"]) if held else row["settled"]
-    return total
-
-
-def reserve(conn: sqlite3.Connection, attempt_id: int, run_id: str, provider: str, estimate: int,
-            allowance: int, pid: int) -> tuple[bool, int]:
-    """Reserve the estimate if it fits what is left of the run's allowance: (fits, left)."""
-    with state.write(conn):
-        left = allowance - _charged(conn, run_id, provider)
-        if estimate > left:
-            return False, max(0, left)
-        conn.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, pid, "
-                     "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     (attempt_id, run_id, provider, estimate, pid, state.stamp(state.now())))
-    return True, left - estimate
-
-
-def release(conn: sqlite3.Connection, attempt_id: int) -> None:
-    """The task ended: from now on only its measured usage counts."""
-    with state.write(conn):
-        conn.execute("UPDATE reservations SET open = 0 WHERE attempt_id = ?", (attempt_id,))
-
-
-def open_reserved(conn: sqlite3.Connection, provider: str) -> int:
-    """Tokens held back right now by running tasks of any run (beyond what they measured)."""
     held = 0
     for row in conn.execute(
-            "SELECT r.estimate, r.pid, COALESCE(SUM(c.tokens), 0) AS settled FROM reservations r "
-            "LEFT JOIN calls c ON c.attempt_id = r.attempt_id WHERE r.provider = ? AND r.open = 1 "
-            "GROUP BY r.attempt_id", (provider,)):
-        if alive(row["pid"]):
+            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
+            "COALESCE(MIN(c.usage_known), 1) = 0 AS unknown FROM reservations r "
+            "LEFT JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = r.provider "
+            "WHERE r.provider = ? AND (? IS NULL AND r.open = 1 OR r.run_id = ?) "
+            "GROUP BY r.attempt_id", (provider, run_id, run_id)):
+        if (row["open"] and alive(row["pid"])) or (run_id is not None and row["unknown"]):
             held += max(0, row["estimate"] - row["settled"])
     return held
 
 
+def standing(conn: sqlite3.Connection, run_id: str, provider: str) -> Standing:
+    return Standing(settled(conn, run_id, provider), _held(conn, provider, run_id))
+
+
+def reserve(conn: sqlite3.Connection, ask: Ask) -> tuple[bool, Standing]:
+    """Reserve the estimate if it fits what is left of the run's allowance: (fits, where the
+    run stood before)."""
+    with state.write(conn):
+        now = standing(conn, ask.run_id, ask.provider)
+        if ask.estimate > now.left(ask.allowance):
+            return False, now
+        conn.execute("INSERT OR REPLACE INTO reservations (attempt_id, run_id, provider, "
+                     "estimate, pid, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     (ask.attempt_id, ask.run_id, ask.provider, ask.estimate, ask.pid,
+                      state.stamp(state.now())))
+    return True, now
+
+
+def reserve_waiting(conn: sqlite3.Connection, ask: Ask, patience: Callable[[], bool],
+                    waiting: Callable[[Standing], None]) -> tuple[bool, Standing]:
+    """Reserve; when only other tasks' open reservations stand in the way, wait for them to
+    settle while `patience()` holds, polling the ledger. Skipped (False) only when settled
+    usage alone leaves too little, or patience ran out."""
+    fits, now = reserve(conn, ask)
+    told = False
+    while not fits and now.held and ask.estimate <= ask.allowance - now.settled and patience():
+        if not told:
+            waiting(now)
+            told = True
+        time.sleep(POLL_SECONDS)
+        now = standing(conn, ask.run_id, ask.provider)  # a read: the write only when it fits
+        if ask.estimate <= now.left(ask.allowance):
+            fits, now = reserve(conn, ask)
+    return fits, now
+
+
+def release(conn: sqlite3.Connection, attempt_id: int, provider: str | None = None) -> None:
+    """The task ended (or left `provider`): from now on only its measured usage counts."""
+    with state.write(conn):
+        conn.execute("UPDATE reservations SET open = 0 WHERE attempt_id = ? AND "
+                     "(? IS NULL OR provider = ?)", (attempt_id, provider, provider))
+
+
+def open_reserved(conn: sqlite3.Connection, provider: str) -> int:
+    """Tokens held back right now by running tasks of any run (beyond what they measured)."""
+    return _held(conn, provider, None)
+
+
 def run_spent(conn: sqlite3.Connection, run_id: str, provider: str) -> tuple[int, int]:
     """(settled, still reserved) for the budget line of the run summary."""
-    charged = _charged(conn, run_id, provider)
-    settled = int(conn.execute(
-        "SELECT COALESCE(SUM(c.tokens), 0) FROM calls c JOIN reservations r ON r.attempt_id = "
-        "c.attempt_id WHERE r.run_id = ? AND r.provider = ?", (run_id, provider)).fetchone()[0])
-    return settled, charged - settled
+    now = standing(conn, run_id, provider)
+    return now.settled, now.held

@@ -1,5 +1,6 @@
-"""`python -m nightshift_tasks demo`: sample repositories, a demo config, and a real
-`doit run -n 5` with the offline demo agent. Needs no AI CLI and no network."""
+"""`python -m nightshift_tasks demo`: sample repositories, a demo config, a real
+`doit run -n 5` with the offline demo agent, and the budget afterwards. Needs no AI CLI and
+no network."""
 
 from __future__ import annotations
 
@@ -91,6 +92,11 @@ def main(argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "nightshift_tasks", "run", "-a", "-n", "5", f"config={config}", *args]
     print(f"nightshift demo: {len(SAMPLES)} sample repositories under {root / 'repos'}\n"
           f"config: {config}\nrunning: {shlex.join([f'{HOME_ENV}={home}', *cmd])}\n", flush=True)
-    code = subprocess.run(cmd, env={**os.environ, HOME_ENV: str(home)}, check=False).returncode
+    env = {**os.environ, HOME_ENV: str(home)}
+    code = subprocess.run(cmd, env=env, check=False).returncode
+    # The demo agent reports its usage, so the budget now shows what the run spent.
+    budget = [sys.executable, "-m", "nightshift_tasks", "budget", f"config={config}"]
+    print(f"\nthe budget afterwards: {shlex.join([f'{HOME_ENV}={home}', *budget])}\n", flush=True)
+    subprocess.run(budget, env=env, check=False)
     print(f"\nreports: {home / 'reports'}   logs: {home / 'logs'}")
     return code

@@ -4,18 +4,28 @@ Called as `python -m nightshift_tasks.demo_agent "<prompt>"` by the `command` pr
 It reads the phase and task from the prompt and answers with the JSON each phase asks for:
 `tech-debt-classify` gets a report of TODO/FIXME/HACK/XXX markers, any other task a map of
 the tree with its oversized files. Reports go to .nightshift/reports/<slug>.md.
+
+Like any agent of the `command` provider it reports its usage by the protocol (see
+usage_report.py): plausible, deterministic figures for what a real agent would have read
+and written, so the demo's budget has something to count.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from nightshift_tasks.usage_report import LINE_PREFIX, USAGE_ENV
+
 MARKERS = re.compile(r"\b(TODO|FIXME|HACK|XXX)\b(?:\([^)]*\))?:?\s*(.*)")
 OVERSIZED_LINES = 200
+PROMPT_TOKENS = 1_500  # the phase's prompt
+SYSTEM_TOKENS = 11_800  # a real agent's system prompt and tools: cached by the plan call
+REASONING = {"plan": 400, "implement": 600, "review": 300}
 
 
 def tracked_files(root: Path) -> list[Path]:
@@ -86,8 +96,32 @@ def main(argv: list[str]) -> int:
         ok = (root / report).is_file() and (root / report).read_text(encoding="utf-8") == expected
         reply = {"passed": ok, "feedback": "report matches the tree" if ok else "report is stale",
                  "issues": [] if ok else [f"{report} missing or out of date"]}
-    print(f"Demo agent, {phase.group(1)} phase.\n{json.dumps(reply)}")
+    answer = json.dumps(reply)
+    print(f"Demo agent, {phase.group(1)} phase.\n{answer}")
+    report_usage(usage(phase.group(1), root, report, answer))
     return 0
+
+
+def usage(phase: str, root: Path, report: Path, answer: str) -> dict[str, int]:
+    """About four characters a token: the prompt, what the phase reads, what it writes."""
+    tree = sum(len("\n".join(read_lines(p))) for p in tracked_files(root)) // 4
+    written = len((root / report).read_text(encoding="utf-8")) // 4 if (root / report).is_file() else 0
+    read = {"plan": 0, "implement": tree, "review": tree + written}[phase]
+    wrote = written if phase == "implement" else 0
+    return {"input_tokens": PROMPT_TOKENS + read,
+            "output_tokens": len(answer) // 4 + wrote,
+            "cache_read_tokens": 0 if phase == "plan" else SYSTEM_TOKENS,
+            "cache_write_tokens": SYSTEM_TOKENS if phase == "plan" else 0,
+            "reasoning_tokens": REASONING[phase]}
+
+
+def report_usage(figures: dict[str, int]) -> None:
+    """To the file nightshift names, else as the last line of the output."""
+    path = os.environ.get(USAGE_ENV)
+    if path:
+        Path(path).write_text(json.dumps(figures), encoding="utf-8")
+    else:
+        print(f"{LINE_PREFIX} {json.dumps(figures)}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so the project's next task and every other project carry on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -17,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state, storage, window
+from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -34,6 +35,11 @@ LEASE_GRACE_SECONDS = 60.0
 class ProviderExhausted(Exception):
     """Retries used up on a transient failure, or a quota / hard limit / missing login: try
     the next provider."""
+
+
+class SkipTask(Exception):
+    """The task is skipped: the window closed or a publish check refused before it started,
+    or the provider it runs on (or fails over to) has too little allowance left."""
 
 
 def _note(log: Path, text: str) -> None:
@@ -68,10 +74,43 @@ class ProviderAgent:
                 if self.index + 1 >= len(self.candidates):
                     raise AgentFailure(f"{phase}: {exc}; no other provider to fail over to",
                                        kind="provider") from None
+                budget.release(self.conn, self.attempt_id, self.provider)
                 self.index += 1
                 self.path.append(self.provider)
                 _note(self.log, f"switching to {self.provider} for the rest of the chain: {exc}")
-                state.set_chain_provider(self.conn, self.chain_id, self.provider)
+                state.fail_over(self.conn, self.chain_id, self.attempt_id, self.path)
+                reason = self.reserve()
+                if reason:
+                    raise SkipTask(reason) from None
+
+    def reserve(self) -> str | None:
+        """Reserve the task's estimate from the allowance of the provider it runs on now; why
+        it must be skipped, if it can't. While other tasks' open reservations are all that
+        stand in the way, wait for them to settle (at most the provider's timeout, and not
+        past the time window)."""
+        pools = self.spec["pools"]
+        if pools is None:
+            return None  # the budget is ignored
+        cand, pool = self.candidates[self.index], pools[self.provider]
+        ask = budget.Ask(self.attempt_id, self.spec["run_id"], self.provider, pool["estimate"],
+                         pool["allowance"], os.getpid())
+        until, span = time.monotonic() + cand["timeout_s"], self.spec["window"]
+
+        def patience() -> bool:
+            return time.monotonic() < until and (not span or window.is_open(span, state.now()))
+
+        def waiting(now: budget.Standing) -> None:
+            _note(self.log, f"waiting for running tasks to settle their {self.provider} "
+                  f"reservations: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} "
+                  f"left of {ask.allowance:,} while they hold {now.held:,}")
+            state.set_phase(self.conn, self.attempt_id, f"waiting for {self.provider} budget")
+
+        fits, now = budget.reserve_waiting(self.conn, ask, patience, waiting)
+        if fits:
+            return None
+        held = f"; running tasks still hold {now.held:,}" if now.held else ""
+        return (f"budget: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} left of "
+                f"{ask.allowance:,} ({self.provider}){held}")
 
     def _with_retries(self, cand: dict[str, Any], phase: str, prompt: str) -> str:
         settings = cand["settings"]
@@ -96,8 +135,8 @@ class ProviderAgent:
     def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
         """One agent call: the reply text, or the classified failure."""
         name, settings = cand["name"], cand["settings"]
-        report = None  # only copilot reports its usage in a file of ours
-        if name == "copilot":
+        report = None  # the file copilot or a command reports its usage in
+        if name in agents.USAGE_FILE_PROVIDERS:
             fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
             os.close(fd)
         started = state.now()
@@ -106,22 +145,27 @@ class ProviderAgent:
             with agents.invocation(name, settings, prompt, report) as call, leases.slot(
                     self.conn, name, settings.get("max_concurrent"), ttl,
                     lambda text: _note(self.log, text)):
-                result = run_process(call.argv, self.cwd, cand["timeout_s"], agents.agent_env(name),
-                                     stdin=call.stdin,
+                result = run_process(call.argv, self.cwd, cand["timeout_s"],
+                                     agents.agent_env(name, usage_file=report), stdin=call.stdin,
                                      started=lambda pgid: state.set_agent_pgid(
                                          self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
-            usage_text = Path(report).read_text(encoding="utf-8", errors="replace") if report else None
+            usage_text = usage_report.read(report) if report else None
         except agents.PromptTooLong as exc:  # a config that cannot carry this prompt
             result, usage_text = ProcResult(-1, "", "", 0.0, error=str(exc)), None
         finally:
             if report:
-                os.unlink(report)
+                with contextlib.suppress(OSError):  # the agent may have removed it
+                    os.unlink(report)
         append_log(self.log, f"{phase} via {name}", result)
         reply = agents.parse_reply(name, result.stdout, usage_text)
+        unknown = None if result.error else reply.usage_unknown  # nothing ran: it used nothing
+        if unknown:
+            _note(self.log, f"warning: {phase} via {name}: {unknown}; its usage counts as "
+                  "unknown, not as zero: the task's reservation stays charged")
         failure = None if result.ok and not reply.error else self._classify(cand, result, reply)
         state.record_call(self.conn, self.attempt_id, phase, name, started, result.exit_code,
                           failure.kind if failure else "ok", failure.message if failure else None,
-                          dataclasses.asdict(reply.usage))
+                          dataclasses.asdict(reply.usage), usage_known=unknown is None)
         return failure or reply.text
 
     @staticmethod
@@ -136,20 +180,6 @@ class ProviderAgent:
         if reply.error or result.exit_code == 0:
             return failure
         return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
-
-
-def _reserve(conn: sqlite3.Connection, spec: dict[str, Any], provider: str,
-             attempt: int) -> LoopResult | None:
-    """Reserve the task's estimate from the run's allowance; a skip result if it won't fit."""
-    pool = spec["pool"]
-    if pool is None or pool["provider"] != provider:
-        return None  # budget ignored, or the chain failed over to an unbudgeted provider
-    fits, left = budget.reserve(conn, attempt, spec["run_id"], provider, pool["estimate"],
-                                pool["allowance"], os.getpid())
-    if fits:
-        return None
-    return LoopResult("skipped", 0, error=f"budget: needs ~{pool['estimate']:,} tokens, {left:,} "
-                      f"left of {pool['allowance']:,} ({provider})")
 
 
 def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: ProviderAgent,
@@ -223,15 +253,18 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
         span = spec["window"]
         reason = (f"the time window {window.describe(span)} closed before this task could start"
-                  if span and not window.is_open(span, state.now()) else publish.preflight(spec, conn))
-        skipped = (LoopResult("skipped", 0, error=reason) if reason
-                   else _reserve(conn, spec, agent.provider, attempt))
+                  if span and not window.is_open(span, state.now())
+                  else publish.preflight(spec, conn, attempt))
         published = None
         try:
-            if skipped:
-                result = skipped
-            else:
-                result, published = _in_worktree(spec, conn, agent, brief, log)
+            reason = reason or agent.reserve()  # may wait for running tasks: interruptible
+            if reason:
+                raise SkipTask(reason)
+            result, published = _in_worktree(spec, conn, agent, brief, log)
+        except SkipTask as exc:  # before the task spent a token, the next run tries again
+            spent = state.attempt_usage(conn, attempt)["tokens"]
+            result = LoopResult("skipped", 0, error=str(exc),
+                                failure=None if spent else state.NOT_STARTED)
         except KeyboardInterrupt:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
@@ -240,6 +273,7 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
+            publish.release_slot(conn, attempt)
         state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
                                                           result.error,
                                                           published.output_ref if published else None,
@@ -253,4 +287,4 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             "iterations": result.iterations, "error": result.error, "log": str(log),
             "published": published.note if published else "", "storage": str(fault or ""),
             "duration": time.monotonic() - started, "tokens": int(used["tokens"]),
-            "cost_usd": float(used["cost_usd"])}
+            "cost_usd": float(used["cost_usd"]), "unknown_calls": int(used["unknown_calls"])}

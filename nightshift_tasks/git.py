@@ -156,14 +156,84 @@ def has_changes(worktree: Worktree) -> bool:
     return bool(worktree.git("status", "--porcelain", "--untracked-files=all"))
 
 
-def commit_to_branch(worktree: Worktree, branch: str, message: str) -> str:
-    """Commit everything in the worktree and point `branch` at it; returns the commit."""
+def _identity(worktree: Worktree) -> list[str]:
+    return [] if worktree.git("config", "user.email", check=False) else FALLBACK_IDENTITY
+
+
+def commit(worktree: Worktree, message: str) -> str:
+    """Commit everything in the worktree (its HEAD is detached: no branch moves); the commit."""
     worktree.git("add", "--all")
-    identity = [] if worktree.git("config", "user.email", check=False) else FALLBACK_IDENTITY
-    worktree.git(*identity, "commit", "--quiet", "--no-verify", "-m", message)
-    commit = worktree.git("rev-parse", "HEAD")
-    worktree.git("update-ref", "-m", "nightshift: task commit", f"refs/heads/{branch}", commit)
-    return commit
+    worktree.git(*_identity(worktree), "commit", "--quiet", "--no-verify", "-m", message)
+    return worktree.git("rev-parse", "HEAD")
+
+
+def set_ref(worktree: Worktree, ref: str, new: str, old: str) -> None:
+    """Point `ref` at `new` only if it still is `old` ("": only if it does not exist yet)."""
+    worktree.git("update-ref", "-m", "nightshift: task commit", ref, new, old)
+
+
+def delete_ref(worktree: Worktree, ref: str) -> None:
+    worktree.git("update-ref", "-d", ref)
+
+
+def tip(worktree: Worktree, ref: str) -> str | None:
+    return worktree.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False) or None
+
+
+def contains(worktree: Worktree, descendant: str, ancestor: str) -> bool:
+    return worktree.git("merge-base", ancestor, descendant, check=False) == ancestor
+
+
+def _busy_with(git_dir: Path, branch: str) -> bool:
+    """A rebase or bisect of `branch` is in progress there: its HEAD is detached meanwhile,
+    and finishing it sets the branch."""
+    for name in ("rebase-merge/head-name", "rebase-apply/head-name", "BISECT_START"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if (git_dir / name).read_text().strip() in (f"refs/heads/{branch}", branch):
+                return True
+    return False
+
+
+def checked_out(worktree: Worktree, branch: str) -> Path | None:
+    """The worktree of the repository (the user's checkout or any other) that has `branch`
+    checked out, or is rebasing or bisecting it, or None: moving that branch would change
+    what the user is working on."""
+    listed = [block.splitlines() for block in
+              worktree.git("worktree", "list", "--porcelain").split("\n\n")]
+    for lines in listed:
+        if f"branch refs/heads/{branch}" in lines:
+            return Path(lines[0].removeprefix("worktree "))
+    if _busy_with(worktree.common_dir, branch):
+        return Path(listed[0][0].removeprefix("worktree "))
+    for git_dir in sorted((worktree.common_dir / "worktrees").glob("*/gitdir")):
+        if _busy_with(git_dir.parent, branch):
+            return Path(git_dir.read_text().strip()).parent
+    return None
+
+
+def trailers_only(worktree: Worktree, tip_commit: str, base: str, slug: str) -> bool:
+    """Whether every commit on `tip_commit` beyond `base` carries nightshift's trailers for
+    the task: all of them nightshift's, by their messages."""
+    found = worktree.git("log", "-z", "--format=%(trailers:key=Nightshift-Task,valueonly,"
+                         "separator=%x2C)|%(trailers:key=Nightshift-Run,valueonly,separator=%x2C)",
+                         tip_commit, "--not", base)
+    return all(task == slug and run for task, _, run in
+               (entry.partition("|") for entry in found.split("\0") if entry))
+
+
+def merge_onto(worktree: Worktree, tip_commit: str, commit_id: str, message: str) -> str | None:
+    """A merge commit of `commit_id` into `tip_commit`, made without any checkout (the
+    branch's commits stay, the new work comes on top); None if they conflict."""
+    out = worktree.git("merge-tree", "--write-tree", "--no-messages", "--name-only", tip_commit,
+                       commit_id, check=False).splitlines()
+    if not out:
+        raise GitError(f"git merge-tree: cannot merge {commit_id[:10]} into {tip_commit[:10]}")
+    if len(out) > 1:
+        return None  # the conflicted files follow the tree
+    if out[0] == worktree.git("rev-parse", f"{tip_commit}^{{tree}}"):
+        return tip_commit  # the branch already holds this work
+    return worktree.git(*_identity(worktree), "commit-tree", out[0], "-p", tip_commit, "-p",
+                        commit_id, "-m", message)
 
 
 def remote_owner(path: str, remote: str) -> str | None:
@@ -176,11 +246,21 @@ def remote_owner(path: str, remote: str) -> str | None:
     return match.group(1) if match else None
 
 
-def push(worktree: Worktree, remote: str, branch: str) -> None:
-    """Push the branch, replacing an earlier nightshift version of it but nothing newer."""
-    worktree.git("fetch", "--quiet", remote,
-                 f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", check=False)
-    known = worktree.git("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}",
-                         check=False)
-    worktree.git("push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{known}", remote,
-                 f"HEAD:refs/heads/{branch}")
+def remote_tip(worktree: Worktree, remote: str, branch: str) -> str | None:
+    """The branch's commit on the remote now (fetched, to compare and merge with), or None.
+
+    Asked of the remote itself: a remote-tracking ref may still name a deleted branch."""
+    ref = f"refs/heads/{branch}"
+    listed = worktree.git("ls-remote", remote, ref).splitlines()
+    found = next((line.split("\t")[0] for line in listed if line.endswith(f"\t{ref}")), None)
+    if found:
+        worktree.git("fetch", "--quiet", remote, f"+{ref}:refs/remotes/{remote}/{branch}")
+    return found
+
+
+def push(worktree: Worktree, remote: str, branch: str, commit_id: str, lease: str | None) -> None:
+    """Push `commit_id` to the branch. With a lease (the branch's commit nightshift judged its
+    own, "" for none), it replaces exactly that and nothing else; without one, only a
+    fast-forward goes through."""
+    force = [] if lease is None else [f"--force-with-lease=refs/heads/{branch}:{lease}"]
+    worktree.git("push", "--quiet", *force, remote, f"{commit_id}:refs/heads/{branch}")

@@ -160,8 +160,6 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "providers": [_candidate(engine, name) for name in providers],
         "notes": list(project.notes),
         "sources": project.sources.get(task.slug, []),
-        # Reserved from the planned provider's allowance before the task starts (none when
-        # the budget is ignored).
         "category": task.category,
         "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
         "publish": engine.config.section("publish"),
@@ -169,9 +167,11 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "worktrees_dir": str(nightshift_home() / "worktrees"),
         "reports_dir": str(nightshift_home() / "reports"),
         "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
-        "pool": None if project.allowance is None or task.slug not in project.estimates else {
-            "provider": project.provider, "allowance": project.allowance,
-            "estimate": project.estimates[task.slug]},
+        # Per candidate provider (none when the budget is ignored): the task reserves its
+        # estimate from the provider it runs on, again when it fails over.
+        "pools": None if project.allowance is None else {
+            name: {"allowance": pool.allowance, "estimate": pool.estimates[task.slug]}
+            for name, pool in project.pools.items()},
     }
 
 

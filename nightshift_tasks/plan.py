@@ -36,6 +36,14 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """One candidate provider's allowance for the run, and what each task reserves from it."""
+
+    allowance: int
+    estimates: dict[str, int]  # slug -> tokens
+
+
+@dataclass(frozen=True)
 class ProjectPlan:
     name: str
     path: str
@@ -45,9 +53,11 @@ class ProjectPlan:
     fallbacks: list[str] = field(default_factory=list)  # next providers in preference order
     base_branch: str | None = None
     done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
+    retried: dict[str, str] = field(default_factory=dict)  # slug -> how it ended, run again
     decisions: list[Decision] = field(default_factory=list)
-    allowance: int | None = None  # the provider's allowance: the pool tasks reserve from
-    estimates: dict[str, int] = field(default_factory=dict)  # slug -> tokens to reserve
+    allowance: int | None = None  # the planned provider's allowance (None: budget ignored)
+    pools: dict[str, Pool] = field(default_factory=dict)  # per candidate provider: a task
+    # reserves from the pool of the provider it runs on, fail-over included
     notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
     sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
     warnings: tuple[str, ...] = ()
@@ -63,8 +73,9 @@ class ProjectPlan:
         line = f"{', '.join(self.tasks)} via {self.provider}"
         if self.finished_today:
             return f"{line} (done today; `doit run -a {self.name}` forces it)"
-        if self.done:
-            return f"{line} (resuming: {len(self.done)}/{len(self.tasks)} done today)"
+        last = "".join(f"; last run {slug} {how}" for slug, how in self.retried.items())
+        if self.done or last:
+            return f"{line} (resuming: {len(self.done)}/{len(self.tasks)} done today{last})"
         return line
 
     def explain(self) -> list[str]:
@@ -210,9 +221,11 @@ class Planner:
             found = self._sources(data, ref) if len(done) < len(chain.tasks) else Sources((), (), ())
             usable, _ = usable_providers(data, self.allowances, True)
             names = [n for n, _ in usable if n != chain.provider]
-            pool = None if self.options.ignore_budget else self.allowances[chain.provider].allowance
+            pools = None if self.options.ignore_budget else {
+                n: self.allowances[n].allowance for n in [chain.provider, *names]}
             return self._plan(ref, context.notes, found, notes, provider=chain.provider,
-                              tasks=chain.tasks, done=done, fallbacks=names, allowance=pool)
+                              tasks=chain.tasks, done=done, fallbacks=names, retried=chain.retried,
+                              allowance=pools[chain.provider] if pools else None, pools=pools)
         allowances = (self.allowances if data["budget"] == self.config.section("budget")
                       else self.allowances_for(data["budget"]))  # the project's own max_percent
         usable, no_provider = usable_providers(data, allowances, self.options.ignore_budget)
@@ -228,11 +241,26 @@ class Planner:
             picked = [self.options.force_task]
         reason = (no_provider if provider is None else
                   none_picked_reason(decisions) if not picked else
-                  f"schedule.max_projects ({data['schedule']['max_projects']}) reached"
-                  if over_cap else None)
+                  self.forced_over_budget(provider, allowance) or (
+                      f"schedule.max_projects ({data['schedule']['max_projects']}) reached"
+                      if over_cap else None))
+        pools = None if self.options.ignore_budget else {n: a or 0 for n, a in usable}
         return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
                           tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
-                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]])
+                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]], pools=pools)
+
+    def forced_over_budget(self, provider: str, allowance: int | None) -> str | None:
+        """task= passes the selection filters and the daily guard, never the budget: why the
+        run would skip the forced task, said by the plan before anything runs."""
+        slug = self.options.force_task
+        if slug is None or allowance is None:
+            return None
+        need, basis = estimate(next(t for t in self.catalog if t.slug == slug),
+                               self.estimates(provider))
+        if need <= allowance:
+            return None
+        return (f"task={slug} needs ~{need:,} tokens ({basis}), over the allowance of "
+                f"{allowance:,} ({provider}); ignore_budget=1 runs it anyway")
 
     def _sources(self, data: dict[str, Any], ref: ProjectRef) -> Sources:
         return gather(data["integrations"]["task_sources"], Path(ref.path), self.catalog)
@@ -247,10 +275,12 @@ class Planner:
             texts[slug], cut = bounded(tuple(f"{item.origin}: {item.text}" for item in found.items
                                              if slug in item.slugs), f"requests for {slug}")
             cuts.append(cut)
-        if kw.get("provider") and kw.get("allowance") is not None:
-            learned = self.estimates(kw["provider"])
+        allowances: dict[str, int] | None = kw.pop("pools", None)
+        if kw.get("provider") and allowances is not None:
             by_slug = {t.slug: t for t in self.catalog}
-            kw["estimates"] = {s: estimate(by_slug[s], learned)[0] for s in kw["tasks"] if s in by_slug}
+            kw["pools"] = {name: Pool(allowance, {s: estimate(by_slug[s], self.estimates(name))[0]
+                                                  for s in kw["tasks"] if s in by_slug})
+                           for name, allowance in allowances.items()}
         return ProjectPlan(ref.name, ref.path, notes=notes, base_branch=ref.base_branch,
                            sources={k: list(v) for k, v in texts.items() if v},
                            warnings=found.warnings + tuple(warnings) + tuple(c for c in cuts if c),

@@ -17,9 +17,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import git, state, storage
+from nightshift_tasks import branches, git, state, storage
 from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
+from nightshift_tasks.process import alive
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
 MAX_REPORT_BYTES = 1 << 20
@@ -62,8 +63,9 @@ def reports_only(spec: dict[str, Any]) -> bool:
     return spec["category"] in REPORT_CATEGORIES and spec["publish"]["analysis"] == "report"
 
 
-def preflight(spec: dict[str, Any], conn: sqlite3.Connection) -> str | None:
-    """Why the task must not even start (remote not ours, a PR cap reached), or None.
+def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> str | None:
+    """Why the task must not even start (remote not ours, a PR cap reached), or None; a task
+    that may open a PR holds a PR slot from here on (release_slot gives it back).
 
     Checked before any token is spent.
     """
@@ -83,23 +85,50 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection) -> str | None:
                 "publish.mode: local")
     if settings["mode"] != "pr":
         return None
+    listed_at = state.stamp(state.now())
     try:
-        branches = [p["headRefName"] for p in json.loads(gh(
+        heads = [p["headRefName"] for p in json.loads(gh(
             path, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
     except (PublishError, ValueError, KeyError, TypeError) as exc:
         return f"publish: cannot list open PRs: {exc}"
-    ours = [b for b in branches if b.startswith(settings["branch_prefix"])]
+    ours = {b for b in heads if b.startswith(settings["branch_prefix"])}
     if branch_name(spec) in ours:
         return None  # updating its PR adds none
-    if len(ours) >= settings["max_open_prs_per_project"]:
-        return (f"publish.max_open_prs_per_project ({settings['max_open_prs_per_project']}) reached: "
-                f"{len(ours)} open nightshift PR(s)")
+    return _take_slot(spec, conn, attempt, ours, listed_at)
+
+
+def _take_slot(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int, ours: set[str],
+               listed_at: str) -> str | None:
+    """Count the PRs opened and being opened, and take a slot if one is free, in one write
+    transaction: parallel workers cannot all see the last slot free. A slot of a process
+    that died is free again."""
+    settings, path = spec["publish"], spec["path"]
     hour_ago = state.stamp(state.now() - timedelta(hours=1))
-    opened = conn.execute("SELECT COUNT(*) FROM prs WHERE action = 'created' AND at >= ?",
-                          (hour_ago,)).fetchone()[0]
-    if opened >= settings["max_prs_per_hour"]:
-        return f"publish.max_prs_per_hour ({settings['max_prs_per_hour']}) reached: {opened} opened"
+    with state.write(conn):
+        rows = conn.execute("SELECT project_path, branch, action, at, pid FROM prs WHERE "
+                            "action = 'reserved' OR (action = 'created' AND at >= ?)",
+                            (min(hour_ago, listed_at),)).fetchall()
+        held = [r for r in rows if r["action"] == "reserved" and alive(r["pid"])]
+        opened = sum(r["action"] == "created" and r["at"] >= hour_ago for r in rows)
+        since = [r for r in rows if r["action"] == "created" and r["at"] >= listed_at]
+        # PRs opened since the list was taken count from the ledger.
+        project = ours | {r["branch"] for r in held + since if r["project_path"] == path}
+        if len(project) >= settings["max_open_prs_per_project"]:
+            return (f"publish.max_open_prs_per_project ({settings['max_open_prs_per_project']}) "
+                    f"reached: {len(project)} open nightshift PR(s)")
+        if opened + len(held) >= settings["max_prs_per_hour"]:
+            return (f"publish.max_prs_per_hour ({settings['max_prs_per_hour']}) reached: {opened} "
+                    "opened in the last hour" + (f" and {len(held)} being opened" if held else ""))
+        conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, pid) "
+                     "VALUES (?, ?, '', 'reserved', ?, ?, ?)",
+                     (path, branch_name(spec), state.stamp(state.now()), attempt, os.getpid()))
     return None
+
+
+def release_slot(conn: sqlite3.Connection, attempt: int) -> None:
+    """The task ended: a PR slot it took and did not use is free again."""
+    with state.write(conn):
+        conn.execute("DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
 
 
 def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:
@@ -177,7 +206,9 @@ def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str,
         url = gh(path, "pr", "create", "--head", branch, "--base", base,
                  "--title", f"nightshift: {spec['name']}", "--body", body).splitlines()[-1]
         action = "created"
-    with state.write(conn):
+    with state.write(conn):  # the slot this process took for the PR becomes the PR
+        conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND pid = ?",
+                     (path, os.getpid()))
         conn.execute("INSERT INTO prs (project_path, branch, url, action, at) VALUES (?, ?, ?, ?, ?)",
                      (path, branch, url, action, state.stamp(state.now())))
     return f"PR {action}: {url}"
@@ -198,13 +229,42 @@ def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktr
             return Published(f"report: {report}", str(report))
     if not git.has_changes(worktree):
         return Published("no changes", str(report) if report else None)
-    commit = git.commit_to_branch(worktree, branch, commit_message(spec, result))
-    note = f"committed {commit[:10]} on {branch}"
+    commit = git.commit(worktree, commit_message(spec, result))
+    kept = f"{branches.KEPT}/{branch}/{spec['run_id']}"
+    git.set_ref(worktree, kept, commit, "")  # the work is safe before any branch is looked at
+    try:
+        move = _place(spec, conn, worktree, branch, commit)
+    except (git.GitError, PublishError) as exc:
+        raise PublishError(f"{exc}; the work is kept at {kept}") from exc
+    if isinstance(move, branches.Left):
+        if not move.keep:
+            git.delete_ref(worktree, kept)
+            return Published(move.why, branch)
+        return Published(f"{move.why}; the work is kept at {kept}", kept)
+    git.delete_ref(worktree, kept)
+    on_top = "" if move.own else " on top of commits not made by nightshift"
+    note = f"committed {move.new[:10]} on {branch}{on_top}"
     if settings["mode"] == "local":
         return Published(note, branch)
-    git.push(worktree, settings["remote"], branch)
     if settings["mode"] == "push":
         return Published(f"{note}, pushed", branch)
     pr = open_or_update_pr(spec, conn, base.removeprefix(f"{settings['remote']}/"),
                            pr_body(spec, result, meta))
     return Published(f"{note}; {pr}", pr.split(": ", 1)[1])
+
+
+def _place(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, branch: str,
+           commit: str) -> branches.Move | branches.Left:
+    """Put the task's commit on its branch, and push it, unless that would move a branch
+    checked out somewhere or overwrite commits not made by nightshift."""
+    where = git.checked_out(worktree, branch)
+    if where is not None:
+        return branches.Left(f"{branch} is checked out in {where}: left as is", True)
+    move = branches.decide(worktree, conn, spec, branch, commit)
+    if isinstance(move, branches.Left):
+        return move
+    if spec["publish"]["mode"] != "local":
+        git.push(worktree, spec["publish"]["remote"], branch, move.new, move.lease)
+    branches.record(conn, spec["path"], branch, move)
+    git.set_ref(worktree, f"refs/heads/{branch}", move.new, move.local)
+    return move

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import storage
+from nightshift_tasks import budget, storage
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.plan import Plan
 
@@ -41,7 +41,7 @@ def run_record(conn: sqlite3.Connection, plan: Plan, run_id: str, started: datet
                "output_ref": None, "reason": p.skip_reason, "duration_s": 0.0, "log": None}
               for p in plan.projects if p.skip_reason]
     budgets = {name: {"allowance": a.allowance, "equation": a.equation,
-                      "used_by_run": sum(t["tokens_used"] for t in tasks if t["provider"] == name)}
+                      "used_by_run": budget.settled(conn, run_id, name)}  # by the provider called
                for name, a in plan.allowances.items()}
     return {"run_id": run_id, "date": started.date().isoformat(),
             "start_time": started.isoformat(timespec="seconds"),

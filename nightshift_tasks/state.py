@@ -18,6 +18,8 @@ from pathlib import Path
 from nightshift_tasks import storage
 
 TERMINAL = ("completed", "failed", "abandoned", "skipped")
+NOT_STARTED = "not-started"  # the failure of a task skipped before it spent a token
+RETRIED = ("provider", NOT_STARTED)  # final statuses the next run of the day tries again
 BUSY_TIMEOUT_MS = 2000  # waited quietly; a longer wait prints a note
 
 MIGRATIONS: list[str] = [
@@ -156,6 +158,43 @@ MIGRATIONS: list[str] = [
     # 6: the phase a running task is in, for live progress.
     """
     ALTER TABLE attempts ADD COLUMN phase TEXT;
+    """,
+    # 7: PR slots held by running tasks (prs rows with action 'reserved'), and the commit
+    # nightshift last set each task branch to, so that it replaces nothing but its own.
+    """
+    ALTER TABLE prs ADD COLUMN attempt_id INTEGER;
+    ALTER TABLE prs ADD COLUMN pid INTEGER;
+    CREATE INDEX idx_prs_action ON prs(action);
+    CREATE TABLE branch_heads (
+        project_path TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        own INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (project_path, branch)
+    );
+    """,
+    # 8: a reservation per attempt and provider: a task that fails over reserves again.
+    """
+    CREATE TABLE reservations_by_provider (
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+        run_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        estimate INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        open INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (attempt_id, provider)
+    );
+    INSERT INTO reservations_by_provider SELECT attempt_id, run_id, provider, estimate, pid, open,
+        created_at FROM reservations;
+    DROP TABLE reservations;
+    ALTER TABLE reservations_by_provider RENAME TO reservations;
+    CREATE INDEX idx_reservations_run ON reservations(run_id, provider);
+    """,
+    # 9: whether a call's usage is known (0: a command reported none, or a malformed one).
+    """
+    ALTER TABLE calls ADD COLUMN usage_known INTEGER NOT NULL DEFAULT 1;
     """,
 ]
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -303,7 +342,8 @@ class Chain:
     tasks: list[str]
     provider: str
     status: dict[str, str]
-    done: frozenset[str]  # final, except failures caused only by providers (retried next run)
+    done: frozenset[str]  # final, except provider failures and skips before any token
+    retried: dict[str, str]  # task -> how it ended last time, for those the next run retries
 
 
 def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
@@ -313,7 +353,7 @@ def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
 
 
 def _is_done(attempt: sqlite3.Row) -> bool:
-    return bool(attempt["status"] in TERMINAL and attempt["failure"] != "provider")
+    return bool(attempt["status"] in TERMINAL and attempt["failure"] not in RETRIED)
 
 
 def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
@@ -324,7 +364,9 @@ def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chai
     latest = _latest(conn, row["id"])
     return Chain(id=row["id"], tasks=json.loads(row["tasks"]), provider=row["provider"],
                  status={t: r["status"] for t, r in latest.items()},
-                 done=frozenset(t for t, r in latest.items() if _is_done(r)))
+                 done=frozenset(t for t, r in latest.items() if _is_done(r)),
+                 retried={t: f"{r['status']}: {r['error']}" for t, r in latest.items()
+                          if r["status"] in TERMINAL and not _is_done(r)})
 
 
 # ---- writes made by a running task ------------------------------------------------------
@@ -397,10 +439,18 @@ def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int, phase: 
                      (pgid, phase, attempt_id))
 
 
-def set_chain_provider(conn: sqlite3.Connection, chain_id: int, provider: str) -> None:
-    """After a fail-over, the rest of the project's chain uses the new provider."""
+def set_phase(conn: sqlite3.Connection, attempt_id: int, phase: str) -> None:
+    """What the attempt is doing between agent calls (waiting for budget), for live progress."""
     with write(conn):
-        conn.execute("UPDATE chains SET provider = ? WHERE id = ?", (provider, chain_id))
+        conn.execute("UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
+
+
+def fail_over(conn: sqlite3.Connection, chain_id: int, attempt_id: int, path: list[str]) -> None:
+    """The rest of the project's chain uses the last provider of the path; the attempt shows
+    every provider it ran on ("claude→codex")."""
+    with write(conn):
+        conn.execute("UPDATE chains SET provider = ? WHERE id = ?", (path[-1], chain_id))
+        conn.execute("UPDATE attempts SET provider = ? WHERE id = ?", ("→".join(path), attempt_id))
 
 
 def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
@@ -409,22 +459,26 @@ def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
 
 def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider: str,
                 started: datetime, exit_code: int | None, outcome: str, error: str | None,
-                usage: dict[str, float]) -> None:
-    """One agent call, with the usage the CLI reported (zero when it reported none); its
-    process group is gone, so recovery has nothing left to stop for the attempt."""
+                usage: dict[str, float], usage_known: bool = True) -> None:
+    """One agent call, with the usage the CLI reported (zero when it reported none, and
+    `usage_known` false when that zero is not the truth); its process group is gone, so
+    recovery has nothing left to stop for the attempt."""
     with write(conn):
         conn.execute("UPDATE attempts SET agent_pgid = NULL WHERE id = ?", (attempt_id,))
         conn.execute(
             f"INSERT INTO calls (attempt_id, phase, provider, started_at, ended_at, exit_code, "
-            f"outcome, error, {', '.join(USAGE_FIELDS)}) VALUES ({', '.join('?' * 16)})",
+            f"outcome, error, usage_known, {', '.join(USAGE_FIELDS)}) "
+            f"VALUES ({', '.join('?' * 17)})",
             (attempt_id, phase, provider, stamp(started), stamp(now()), exit_code, outcome, error,
-             *(usage.get(f, 0) for f in USAGE_FIELDS)))
+             int(usage_known), *(usage.get(f, 0) for f in USAGE_FIELDS)))
 
 
 def attempt_usage(conn: sqlite3.Connection, attempt_id: int) -> dict[str, float]:
-    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)} "
+    """The attempt's measured usage, and how many of its calls' usage is unknown."""
+    row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)}, "
+                       "COALESCE(SUM(1 - usage_known), 0) AS unknown_calls "
                        "FROM calls WHERE attempt_id = ?", (attempt_id,)).fetchone()
-    return {f: row[f] for f in USAGE_FIELDS}
+    return {f: row[f] for f in (*USAGE_FIELDS, "unknown_calls")}
 
 
 def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) -> bool:

@@ -164,8 +164,12 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row.provider = _joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
+        unknown = int(values.get("unknown_calls", 0))
+        if unknown:  # a command that did not report its usage: its 0 is not the truth
+            row.reasons.append(f"{parsed[1]}: usage of {unknown} call(s) unknown")
         self.write(f"   {task.name} {status} in {format_duration(float(values.get('duration', 0)))}"
-                   f", {int(values.get('tokens', 0)):,} tokens\n")
+                   f", {int(values.get('tokens', 0)):,} tokens"
+                   f"{f' (+ {unknown} call(s) of unknown usage)' if unknown else ''}\n")
         if values.get("overran"):
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
         if values.get("published"):

@@ -10,7 +10,9 @@ are skipped and counted, never fatal.
 - codex: `sessions/YYYY/MM/DD/*.jsonl` `token_count` events; per session last - first of
   `total_token_usage`, billable = (input - cached) + output + reasoning; the newest
   `rate_limits`.
-- copilot and command: our own ledger (copilot: premium requests this month).
+- copilot and command: our own ledger (copilot: premium requests this month); a finished
+  task whose usage is partly unknown (a command that did not report it) counts at least its
+  reservation.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift_tasks import state
+from nightshift_tasks.process import alive
 
 CODEX_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
 
@@ -256,11 +259,25 @@ def read_ledger(conn: sqlite3.Connection, provider: str, at: datetime) -> Readin
     for row in conn.execute("SELECT substr(started_at, 1, 10) AS day, SUM(tokens) AS tokens "
                             "FROM calls WHERE provider = ? GROUP BY day", (provider,)):
         reading.by_day[row["day"]] = int(row["tokens"])
+    for day, kept in _kept_reservations(conn, provider):
+        reading.by_day[day] = reading.by_day.get(day, 0) + kept
     month = at.strftime("%Y-%m")
     reading.requests_this_month = int(conn.execute(
         "SELECT COALESCE(SUM(MAX(requests, 1)), 0) FROM calls WHERE provider = ? AND "
         "substr(started_at, 1, 7) = ?", (provider, month)).fetchone()[0])
     return reading
+
+
+def _kept_reservations(conn: sqlite3.Connection, provider: str) -> list[tuple[str, int]]:
+    """(day, tokens) a finished task's reservation holds beyond what was measured, when one
+    of its calls' usage is unknown: such usage counts at the estimate, not as zero."""
+    rows = conn.execute(
+        "SELECT substr(r.created_at, 1, 10) AS day, r.estimate - SUM(c.tokens) AS kept, r.open, "
+        "r.pid FROM reservations r JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = "
+        "r.provider WHERE r.provider = ? GROUP BY r.attempt_id HAVING MIN(c.usage_known) = 0",
+        (provider,))
+    return [(row["day"], int(row["kept"])) for row in rows
+            if row["kept"] > 0 and not (row["open"] and alive(row["pid"]))]
 
 
 def read_usage(conn: sqlite3.Connection, provider: str, settings: dict[str, Any],

@@ -31,7 +31,8 @@ class Behaviour:
 
     With `hold` N, agent requests are held until N are in flight at once (the first time
     only, at most HOLD_TIMEOUT s): proof that N concurrent agents can happen, so that a cap
-    of N is seen to bind rather than merely never reached.
+    of N is seen to bind rather than merely never reached. With a `gate`, agent requests
+    wait until the test opens it (at most HOLD_TIMEOUT s).
     """
 
     fail: int = 0
@@ -39,6 +40,7 @@ class Behaviour:
     delay: float = 0.0
     malformed: bool = False
     hold: int = 0
+    gate: threading.Event | None = None
     failed: int = 0
     in_flight: int = 0
     held: threading.Condition = field(default_factory=threading.Condition)
@@ -122,6 +124,8 @@ class ApiStub:
                     behaviour.held.notify_all()
                 else:
                     behaviour.held.wait_for(lambda: not behaviour.hold, HOLD_TIMEOUT)
+        if phase and behaviour.gate:
+            behaviour.gate.wait(HOLD_TIMEOUT)
         try:
             if failing:
                 request.status = behaviour.status

@@ -67,18 +67,37 @@ def _attempt(conn: object, task: str = "lint-fix") -> int:
     return state.start_attempt(db, chain, "run1", "/p", task, "claude", 1, "log")  # type: ignore[arg-type]
 
 
+def _ask(attempt: int, estimate: int, run: str = "run1", pid: int = 1,
+         provider: str = "claude") -> budget.Ask:
+    return budget.Ask(attempt, run, provider, estimate, 1000, pid)
+
+
 def test_reserve_then_settle(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     a, b, c = (_attempt(conn) for _ in range(3))
-    assert budget.reserve(conn, a, "run1", "claude", 400, 1000, 1) == (True, 600)
-    assert budget.reserve(conn, b, "run1", "claude", 400, 1000, 1) == (True, 200)
-    assert budget.reserve(conn, c, "run1", "claude", 400, 1000, 1) == (False, 200)
+    assert budget.reserve(conn, _ask(a, 400)) == (True, budget.Standing(0, 0))
+    assert budget.reserve(conn, _ask(b, 400)) == (True, budget.Standing(0, 400))
+    assert budget.reserve(conn, _ask(c, 400)) == (False, budget.Standing(0, 800))
     # a measured 700 so far: its reservation grows to the truth.
     state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 700})
     assert budget.run_spent(conn, "run1", "claude") == (700, 400)
     budget.release(conn, b)  # b ended having used nothing: its hold is gone
-    assert budget.reserve(conn, c, "run1", "claude", 300, 1000, 1) == (True, 0)
-    assert budget.reserve(conn, _attempt(conn), "run2", "claude", 300, 1000, 1) == (True, 700)
+    assert budget.reserve(conn, _ask(c, 300)) == (True, budget.Standing(700, 0))
+    assert budget.reserve(conn, _ask(_attempt(conn), 300, run="run2")) == (True, budget.Standing(0, 0))
+
+
+def test_usage_settles_against_the_provider_that_made_the_call(tmp_path: Path) -> None:
+    """A task that failed over from claude to codex: its codex calls count for codex only."""
+    conn = state.connect(tmp_path / "s.db")
+    a = _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 400))[0]
+    state.record_call(conn, a, "plan", "claude", state.now(), 1, "transient", "429", {"tokens": 0})
+    budget.release(conn, a, "claude")
+    assert budget.reserve(conn, _ask(a, 600, provider="codex"))[0]
+    state.record_call(conn, a, "plan", "codex", state.now(), 0, "ok", None, {"tokens": 900})
+    assert budget.run_spent(conn, "run1", "claude") == (0, 0)
+    assert budget.run_spent(conn, "run1", "codex") == (900, 0)
+    assert budget.open_reserved(conn, "codex") == 0 and budget.open_reserved(conn, "claude") == 0
 
 
 def test_a_dead_holder_keeps_only_what_it_used(tmp_path: Path) -> None:
@@ -86,9 +105,39 @@ def test_a_dead_holder_keeps_only_what_it_used(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     a = _attempt(conn)
-    assert budget.reserve(conn, a, "run1", "claude", 900, 1000, dead.pid) == (True, 100)
+    assert budget.reserve(conn, _ask(a, 900, pid=dead.pid))[0]
     state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 50})
-    assert budget.reserve(conn, _attempt(conn), "run1", "claude", 900, 1000, 1) == (True, 50)
+    assert budget.reserve(conn, _ask(_attempt(conn), 900)) == (True, budget.Standing(50, 0))
+
+
+def test_a_task_waits_for_open_reservations_then_checks_again(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 800))[0]
+    seen: list[budget.Standing] = []
+
+    def waiting(now: budget.Standing) -> None:  # a settles far below its estimate meanwhile
+        seen.append(now)
+        state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 100})
+        budget.release(conn, a)
+
+    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: True, waiting) == (
+        True, budget.Standing(100, 0))
+    assert seen == [budget.Standing(0, 800)]
+    # Settled usage alone leaves too little (900 < 950): skipped at once, without waiting.
+    c = _attempt(conn)
+    assert budget.reserve_waiting(conn, _ask(c, 950), lambda: True, seen.append) == (
+        False, budget.Standing(100, 800))
+    assert len(seen) == 1
+
+
+def test_waiting_ends_when_patience_does(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 800))[0]
+    checks = iter([True, False])
+    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: next(checks), lambda _: None) == (
+        False, budget.Standing(0, 800))
 
 
 def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:

@@ -15,7 +15,13 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     total = next(line for line in lines if line.startswith("TOTAL"))
-    assert total.split()[1:5] == ["12", "0", "0", "0"]
+    assert total.split()[1:6] == ["12", "0", "0", "0", "223086"]
+    # The demo agent reports its usage: the budget header, then the budget view afterwards.
+    assert ("budget command: 2,857,142 daily x (1 - 0.0% used) x 75% - 142,857 reserve = "
+            "1,999,999; this run used 223,086") in lines
+    assert "command: 2,857,142 daily x (1 - 7.8% used) x 75% - 142,857 reserve = 1,832,684" in lines
+    (view,) = [line.split() for line in lines if line.startswith("command ")]
+    assert view[3:5] == ["223,086", "223,086"]  # used today, used this week
     reports = env.home / "demo/home/reports"
     (report,) = (reports / "billing-api").glob("tech-debt-classify-*.md")
     assert report.read_text().splitlines()[2] == "2 marker(s) found."
@@ -31,6 +37,9 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
     assert assignment == f"NIGHTSHIFT_HOME={env.home / 'demo/home'}"
     assert cmd == [sys.executable, "-m", "nightshift_tasks", "run", "-a", "-n", "5",
                    f"config={env.home / 'demo/nightshift.yaml'}"]
+    budget = next(x for x in lines if x.startswith("the budget afterwards: "))
+    assert shlex.split(budget.removeprefix("the budget afterwards: ")) == [
+        assignment, sys.executable, "-m", "nightshift_tasks", "budget", cmd[-1]]
     name, value = assignment.split("=", 1)
     again = subprocess.run(cmd, env={**env.environ(), name: value}, capture_output=True, text=True,
                            timeout=120, cwd=env.tmp)

@@ -109,6 +109,27 @@ def test_task_var_forces_one_task_past_filters_and_the_guard(env: Env) -> None:
     assert again.returncode == 0 and len(env.calls()) == 6
 
 
+def test_task_var_passes_the_filters_but_not_the_budget_and_list_says_so(env: Env) -> None:
+    """bug-finder is not enabled (a filter task= passes) and its high tier's 500,000 tokens are
+    over the allowance of 100,000 (the budget, which task= does not pass)."""
+    env.projects(["a", "b"], budget={"weekly_tokens": 700_000, "max_percent": 100,
+                                     "reserve_percent": 0})
+    why = ("skipped: task=bug-finder needs ~500,000 tokens (high tier max), over the allowance "
+           "of 100,000 (command); ignore_budget=1 runs it anyway")
+    listed = env.doit("list", "task=bug-finder").stdout
+    assert f"a   {why}" in listed and f"b   {why}" in listed
+    ran = env.doit("run", "task=bug-finder")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert not env.record.exists()
+    (report,) = (env.home / "reports").glob("run-*.json")
+    assert [(t["project"], t["status"], t["reason"]) for t in json.loads(report.read_text())[
+        "tasks"]] == [(p, "skipped", why.removeprefix("skipped: ")) for p in ("a", "b")]
+    assert "a   bug-finder via command" in env.doit("list", "task=bug-finder", "ignore_budget=1").stdout
+    forced = env.doit("run", "task=bug-finder", "ignore_budget=1")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert [(c.project, c.task) for c in env.calls()][::3] == [("a", "bug-finder"), ("b", "bug-finder")]
+
+
 def test_bad_run_variables_are_argument_errors(env: Env) -> None:
     env.projects(["a"])
     unknown = env.doit("list", "task=lint-fx")

@@ -8,12 +8,14 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nightshift_tasks import agents
+from nightshift_tasks import agents, progress, state
 from tests.conftest import Env, max_overlap, require_npm_cli, require_program, summary_rows
 from tests.stubs import USAGE, ApiStub
 
@@ -364,3 +366,117 @@ def test_doctor_tells_which_clis_are_not_logged_in(env: Env, stub: ApiStub) -> N
     assert "[OK] login codex: API key in $CODEX_API_KEY" in out.stdout
     assert "[OK] login copilot: token in $COPILOT_GITHUB_TOKEN" in out.stdout
     assert not any(secret in out.stdout + out.stderr for secret in secrets.values())
+
+
+def codex_tokens(env: Env) -> int:
+    return sum(r["tokens"] for r in calls(env) if r["provider"] == "codex")
+
+
+def budget_config(env: Env, codex_allowance: int) -> None:
+    """claude: plenty; codex: `codex_allowance` tokens a day (max_percent 100, no reserve)."""
+    env.write_config({"budget": {"max_percent": 100, "reserve_percent": 0,
+                                 "per_provider": {"codex": 7 * codex_allowance}}})
+
+
+def test_fail_over_reserves_from_the_provider_it_runs_on(env: Env, stub: ApiStub) -> None:
+    """claude only 429s; codex's allowance (700) is far below a task's estimate: the first task
+    of each chain is skipped when it fails over, the second before it starts, and codex spends
+    nothing. Skipped before a token was spent, the chains stay open for the next run."""
+    env.projects(["alpha", "beta"], schedule={"max_tasks": 2})
+    cli_config(env, stub, ["claude", "codex"])
+    budget_config(env, 700)
+    stub.anthropic.fail = -1
+    code, out = run(env, stub, "-n", "2")
+    assert code == 0, out
+    assert stub.requests("openai") == [] and codex_tokens(env) == 0
+    rows = summary_rows(out)
+    assert rows["alpha"][:6] == rows["beta"][:6] == ["claude→codex", "0", "0", "0", "2", "0"]
+    assert out.count("skipped: budget: needs ~50,000 tokens, 700 left of 700 (codex)") == 4
+    listed = env.doit("list").stdout
+    assert ("alpha   lint-fix, docs-backfill via codex (resuming: 0/2 done today; last run "
+            "lint-fix skipped: budget: needs ~50,000 tokens, 700 left of 700 (codex); last run "
+            "docs-backfill skipped: budget: needs ~50,000 tokens, 700 left of 700 (codex))") in listed
+    budget_config(env, 1_000_000)  # the next run of the day has room: it takes the chains up
+    code, out = run(env, stub, "-n", "2")
+    assert code == 0, out
+    rows = summary_rows(out)
+    assert rows["alpha"][:5] == rows["beta"][:5] == ["codex", "2", "0", "0", "0"]
+    assert len(stub.requests("openai")) == 12
+    assert "done today" in env.doit("list").stdout.split("alpha", 1)[1].splitlines()[0]
+
+
+def test_usage_is_charged_to_the_provider_that_made_the_call(env: Env, stub: ApiStub) -> None:
+    """Codex's allowance fits one task's estimate (50,000 tier max) but not two: the first task
+    reserves from codex when it fails over mid-task and runs; the second starts on codex and is
+    skipped. The header and the report charge codex, not the planned claude."""
+    env.projects(["alpha"], schedule={"max_tasks": 2})
+    cli_config(env, stub, ["claude", "codex"])
+    budget_config(env, 52_000)
+    stub.anthropic.fail = -1
+    code, out = run(env, stub)
+    assert code == 0, out
+    spent = codex_tokens(env)
+    assert 0 < spent < 52_000 - 50_000 + spent  # one task ran on codex, measured
+    assert [(r["provider"], phase(r)) for r in calls(env)] == [
+        ("claude", "plan"), ("claude", "plan"),
+        ("codex", "plan"), ("codex", "implement"), ("codex", "review")]
+    assert summary_rows(out)["alpha"][:6] == ["claude→codex", "1", "0", "0", "1", str(spent)]
+    assert (f"skipped: budget: needs ~50,000 tokens, {52_000 - spent:,} left of 52,000 (codex)"
+            in out)
+    header = [line for line in out.splitlines() if line.startswith("budget ")]
+    assert [line.split(";")[-1] for line in header] == [" this run used 0",
+                                                      f" this run used {spent:,}"]
+    assert header[1].startswith("budget codex: 52,000 daily")
+    (report,) = (env.home / "reports").glob("run-*.json")
+    record = json.loads(report.read_text())
+    assert {k: b["used_by_run"] for k, b in record["budget"].items()} == {"claude": 0, "codex": spent}
+    assert [(t["task_type"], t["provider"], t["tokens_used"]) for t in record["tasks"]] == [
+        ("lint-fix", "claude→codex", spent), ("docs-backfill", "codex", 0)]
+
+
+def stalled_line(db: Path) -> str:
+    """The live line once two tasks wait for the budget (or were skipped), else ""."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.OperationalError:  # the ledger is not created yet
+        return ""
+    try:
+        stalled = conn.execute("SELECT COUNT(*), MAX(run_id) FROM attempts WHERE phase = "
+                               "'waiting for claude budget' OR status = 'skipped'").fetchone()
+    except sqlite3.OperationalError:  # not migrated yet
+        return ""
+    finally:
+        conn.close()
+    if stalled[0] < 2:
+        return ""
+    return progress.in_flight(state.connect(db), stalled[1], state.now()) or "none in flight"
+
+
+def test_a_task_waits_for_reservations_that_settle_below_their_estimate(env: Env,
+                                                                       stub: ApiStub) -> None:
+    """Three projects at once, an allowance of 70,000 and an estimate of 50,000: the first task
+    reserves, the other two wait (in their log and on the live line) instead of being skipped,
+    and run once it settled far below its estimate."""
+    env.projects(["alpha", "beta", "gamma"])
+    cli_config(env, stub, ["claude"])
+    env.write_config({"budget": {"weekly_tokens": 7 * 70_000, "max_percent": 100,
+                                 "reserve_percent": 0}})
+    stub.anthropic.gate = threading.Event()  # the first task's agent is held until the others wait
+    done: list[tuple[int, str]] = []
+    runner = threading.Thread(target=lambda: done.append(run(env, stub, "-n", "3")))
+    runner.start()
+    line = ""
+    deadline = time.monotonic() + 60
+    while not line and time.monotonic() < deadline:
+        line = stalled_line(env.home / "state.db")
+        time.sleep(0.05)  # polling the ledger for the other two tasks' state
+    stub.anthropic.gate.set()
+    runner.join(120)
+    ((code, out),) = done
+    assert code == 0, out
+    assert line.count("waiting for claude budget") == 2
+    rows = summary_rows(out)
+    assert [rows[p][:5] for p in ("alpha", "beta", "gamma")] == [["claude", "1", "0", "0", "0"]] * 3
+    logs = "".join(p.read_text() for p in (env.home / "logs").rglob("*.log"))
+    assert logs.count("waiting for running tasks to settle their claude reservations: needs "
+                      "~50,000 tokens, 20,000 left of 70,000 while they hold 50,000") == 2

@@ -77,3 +77,42 @@ def test_a_failed_write_rolls_back(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM projects").fetchone()[0] == 0
     assert not conn.in_transaction
     assert isinstance(conn, sqlite3.Connection)
+
+
+def test_a_task_skipped_before_spending_a_token_is_not_done(tmp_path: Path) -> None:
+    """Skipped before it started (budget, window, PR caps): the next run of the day takes it
+    up again, and says why it was skipped. Completed, failed and spent-then-skipped stay done."""
+    conn = state.connect(tmp_path / "s.db")
+    day = date.today().isoformat()
+    chain = state.open_chain(conn, "/p", day, ["a", "b", "c", "d"], "claude", "r1")
+    outcomes = {"a": state.Outcome("skipped", error="budget: needs ~50,000 tokens",
+                                   failure=state.NOT_STARTED),
+                "b": state.Outcome("failed", 1, "boom"), "c": state.Outcome("completed", 1),
+                "d": state.Outcome("skipped", error="budget: needs ~50,000 tokens")}
+    for task, outcome in outcomes.items():
+        attempt = state.start_attempt(conn, chain, "r1", "/p", task, "claude", 1, "/log")
+        assert state.finish_attempt(conn, attempt, outcome) is False
+    found = state.chain_for_day(conn, "/p", day)
+    assert found is not None and found.done == {"b", "c", "d"}
+    assert found.retried == {"a": "skipped: budget: needs ~50,000 tokens"}
+    assert conn.execute("SELECT finished_at FROM chains").fetchone()[0] is None
+    again = state.start_attempt(conn, chain, "r2", "/p", "a", "claude", 1, "/log")
+    assert state.finish_attempt(conn, again, state.Outcome("completed", 1)) is True
+
+
+def test_reservations_migrate_to_one_per_attempt_and_provider(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS[:6])
+    old = state.connect(tmp_path / "s.db")
+    chain = state.open_chain(old, "/p", "2026-11-27", ["a"], "claude", "r1")
+    attempt = state.start_attempt(old, chain, "r1", "/p", "a", "claude", 1, "/log")
+    old.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, pid, "
+                "created_at) VALUES (?, 'r1', 'claude', 400, 1, 'then')", (attempt,))
+    old.close()
+    monkeypatch.undo()
+    conn = state.connect(tmp_path / "s.db")
+    conn.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, pid, "
+                 "created_at) VALUES (?, 'r1', 'codex', 600, 1, 'now')", (attempt,))
+    assert [tuple(r) for r in conn.execute(
+        "SELECT provider, estimate, open FROM reservations ORDER BY provider")] == [
+        ("claude", 400, 1), ("codex", 600, 1)]
