@@ -7,8 +7,9 @@ from nightshift_tasks import shutdown
 
 shutdown.guard_main()  # before the slow imports: a signal from here on exits 130
 
-from nightshift_tasks.graph import doit_config, task_projects  # noqa: E402
+from nightshift_tasks.graph import doit_config  # noqa: E402
+from nightshift_tasks.graph import task_projects as task__projects  # noqa: E402
 
 DOIT_CONFIG = doit_config()
 
-__all__ = ["DOIT_CONFIG", "task_projects"]
+__all__ = ["DOIT_CONFIG", "task__projects"]

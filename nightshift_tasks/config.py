@@ -25,7 +25,7 @@ from nightshift_tasks.config_checks import normalise_enums, resolve, semantic_er
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.errors import ConfigError as ConfigError
 from nightshift_tasks.errors import clip, dotted, quote
-from nightshift_tasks.paths import find_config, nightshift_home, schema_dir
+from nightshift_tasks.paths import PROJECT_CONFIG, find_config, nightshift_home, schema_dir, xdg_config
 from nightshift_tasks.yaml_load import read_yaml_placed
 
 ENV_PREFIX = "NIGHTSHIFT_"
@@ -277,7 +277,11 @@ def load_project_override(path: Path, known_slugs: list[str]) -> tuple[dict[str,
     allowed = ", ".join(sorted(dotted(k) for k in PROJECT_KEYS))
     notes = []
     for key in _leaves(raw):
-        if key not in PROJECT_KEYS:
+        if key == ("projects",):
+            errors.append(f"config error: {path}: projects: a project's own {PROJECT_CONFIG} cannot "
+                          "list projects; this looks like a main config: pass it as config=PATH or "
+                          f"move it to {xdg_config()}")
+        elif key not in PROJECT_KEYS:
             errors.append(f"config error: {path}: {dotted(key)}: cannot be set per project; "
                           f"allowed here: {allowed}")
         elif key in GLOBAL_ONLY:
@@ -323,12 +327,22 @@ def schema_defaults() -> dict[str, Any]:
 
 
 NO_CONFIG = """\
-nightshift: no config found. It looks for `config=PATH` on the doit command line, then
-$NIGHTSHIFT_CONFIG, then ./nightshift.yaml, then $XDG_CONFIG_HOME/nightshift/config.yaml
-(~/.config/nightshift/config.yaml). To start, copy the commented example and list your
-repositories under `projects:`, e.g. `mkdir -p ~/.config/nightshift && cp config.example.yaml
-~/.config/nightshift/config.yaml`, then run `doit list` to see the plan; or try
-`python -m nightshift_tasks demo` for an offline demo."""
+nightshift: no config found. It looks for `config=PATH` on the command line, then
+$NIGHTSHIFT_CONFIG, then $XDG_CONFIG_HOME/nightshift/config.yaml (~/.config/nightshift/config.yaml).
+To start, `nightshift-tasks init ~/src` writes a commented config there listing the git
+repositories under ~/src; then `nightshift-tasks list` shows the plan. Or try
+`nightshift-tasks demo` for an offline demo."""
+
+
+def project_file_error(path: Path, raw: dict[str, Any]) -> str | None:
+    """A project's own nightshift.yaml given as the main config: it lists no projects, so the
+    run would do nothing and say nothing."""
+    if path.name != PROJECT_CONFIG or "projects" in raw or not (path.parent / ".git").exists():
+        return None
+    return (f"config error: {path}: this is a project's own {PROJECT_CONFIG} (at the top of a git "
+            "checkout, with no `projects:`), which only overrides settings for that project; the "
+            f"main config lists your repositories under `projects:`: `nightshift-tasks init` writes "
+            f"one to {xdg_config()}")
 
 
 def open_config(var: str | None, cwd: Path, env: Mapping[str, str] = os.environ) -> Config:
@@ -349,6 +363,9 @@ def load_config(path: Path, known_slugs: list[str],
     if not isinstance(raw, dict):
         raise ConfigError([f"config error: {path}: (top level): is {_type_name(raw)}; "
                            "expected a mapping of sections such as projects, tasks, providers"])
+    wrong_kind = project_file_error(path, raw)
+    if wrong_kind:
+        raise ConfigError([wrong_kind])
     env_keys, errors = env_overrides(raw, schema, env)
     normalise_enums(raw, schema)
     errors += validate(raw, schema, str(path), env_keys)

@@ -4,7 +4,9 @@ no network."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -73,20 +75,28 @@ def write_config(root: Path, repos: list[Path]) -> Path:
     return path
 
 
-def main(args: list[str]) -> int:
+def main(argv: list[str]) -> int:
     """Recreate the demo from scratch each time, so it always has work to do."""
     root = nightshift_home() / "demo"
+    parser = argparse.ArgumentParser(prog="nightshift-tasks demo", description=(
+        f"Recreate {root} (six sample git repositories, a config, a state home of its own) and "
+        "run them with an offline demo agent: no AI CLI, no network, no tokens. Other "
+        "arguments go to `run`."))
+    _, args = parser.parse_known_args(argv)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     config = write_config(root, make_repos(root))
+    home = root / "home"
+    # -a: the line below runs the demo again as it is (the same day, the daily guard would
+    # skip every project); in the demo's fresh home it changes nothing.
+    cmd = [sys.executable, "-m", "nightshift_tasks", "run", "-a", "-n", "5", f"config={config}", *args]
     print(f"nightshift demo: {len(SAMPLES)} sample repositories under {root / 'repos'}\n"
-          f"config: {config}\nrunning: doit run -n 5 config={config}\n", flush=True)
-    env = {**os.environ, HOME_ENV: str(root / "home")}
-    cmd = [sys.executable, "-m", "nightshift_tasks", "run", "-n", "5", f"config={config}", *args]
+          f"config: {config}\nrunning: {shlex.join([f'{HOME_ENV}={home}', *cmd])}\n", flush=True)
+    env = {**os.environ, HOME_ENV: str(home)}
     code = subprocess.run(cmd, env=env, check=False).returncode
     # The demo agent reports its usage, so the budget now shows what the run spent.
-    print(f"\nthe budget afterwards: nightshift-tasks budget config={config}\n", flush=True)
-    subprocess.run([sys.executable, "-m", "nightshift_tasks", "budget", f"config={config}"],
-                   env=env, check=False)
-    print(f"\nreports: {root / 'home' / 'reports'}   logs: {root / 'home' / 'logs'}")
+    budget = [sys.executable, "-m", "nightshift_tasks", "budget", f"config={config}"]
+    print(f"\nthe budget afterwards: {shlex.join([f'{HOME_ENV}={home}', *budget])}\n", flush=True)
+    subprocess.run(budget, env=env, check=False)
+    print(f"\nreports: {home / 'reports'}   logs: {home / 'logs'}")
     return code

@@ -24,6 +24,9 @@ from nightshift_tasks.paths import nightshift_home, pin_home
 from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
 
 EXIT_CONFIG = 2
+# The name doit loads task_projects under. A creator that yields nothing (no projects) is
+# listed by doit as an empty task of its own name; the "_" keeps it out of `doit list`.
+CREATOR = "task__projects"
 TRUE_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -67,6 +70,9 @@ def load_engine() -> Engine:
         sys.exit(EXIT_CONFIG)
     if config.section("logging")["level"] != "error":
         print_warnings(plan)
+        if not plan.projects:
+            print(f"nightshift: warning: {config.path} lists no projects; add your repositories "
+                  "under `projects:` (`nightshift-tasks init DIR` finds them)", file=sys.stderr)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
                      run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
     return _engine
@@ -132,6 +138,7 @@ def doit_config() -> dict[str, Any]:
         "verbosity": 0,
         "reporter": SummaryReporter,
         "minversion": "0.37.0",
+        "sort": "definition",  # `doit list` in plan order, not by name
     }
 
 
@@ -188,10 +195,10 @@ def task_projects() -> Iterator[dict[str, Any]]:
     by_slug = {t.slug: t for t in engine.catalog}
     forced = engine.options.force_task is not None  # task=<slug> bypasses the daily guard
     for project in engine.plan.projects:
-        guard_args = [str(engine.db_path), project.path]
         yield {"basename": project.name, "name": None, "doc": project.doc(),
                "meta": Explanation(selection=project.explain()),
-               "uptodate": [None] if forced else [(guard.done_today, [*guard_args, *project.tasks], {})]}
+               "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
+                                                                   tuple(project.tasks))]}
         previous: str | None = None
         for slug in project.tasks:
             task = by_slug.get(slug)
@@ -203,7 +210,8 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "doc": task.name,
                 "actions": [(execute.run_task, [task_spec(engine, project, task)])],
                 "task_dep": [previous] if previous else [],
-                "uptodate": [None] if forced else [(guard.done_today, [*guard_args, slug], {})],
+                "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
+                                                                    (slug,))],
                 # The worker prints a line per agent call: shown at debug, as with `-v 2`.
                 "verbosity": 2 if engine.config.section("logging")["level"] == "debug" else 0,
             }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -38,3 +39,20 @@ def done_today(db_path: str, project_path: str, *slugs: str) -> bool:
         print(f"nightshift: warning: cannot read {db_path} ({exc}); running {project_path} anyway",
               file=sys.stderr)
         return False
+
+
+@dataclass(frozen=True)
+class DailyGuard:
+    """done_today as an object, so that `doit info` can say what the guard checks instead of
+    showing a function's address. Plain data: it pickles under any start method."""
+
+    db_path: str
+    project_path: str
+    slugs: tuple[str, ...]
+
+    def __call__(self) -> bool:
+        return done_today(self.db_path, self.project_path, *self.slugs)
+
+    def __repr__(self) -> str:
+        tasks = ", ".join(self.slugs) or "(none planned)"
+        return f"daily guard: {tasks} finished today in {self.project_path} (`forget` clears it)"

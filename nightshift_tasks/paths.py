@@ -8,6 +8,9 @@ from pathlib import Path
 
 CONFIG_ENV = "NIGHTSHIFT_CONFIG"
 HOME_ENV = "NIGHTSHIFT_HOME"
+# A project's own settings file, at the top of its checkout. Never the main config: that one
+# is not looked for in the current directory, so the name means one thing only.
+PROJECT_CONFIG = "nightshift.yaml"
 
 
 def nightshift_home(env: Mapping[str, str] = os.environ) -> Path:
@@ -28,12 +31,27 @@ def pin_home(cwd: Path, env: MutableMapping[str, str] = os.environ) -> None:
         env[HOME_ENV] = str(cwd / Path(raw).expanduser())
 
 
-def schema_dir() -> Path:
-    """Schemas ship inside the wheel; an editable install reads them from the checkout."""
-    packaged = Path(__file__).with_name("schemas")
-    if packaged.is_dir():
+def _shipped(name: str) -> Path:
+    """A file the wheel ships inside the package; an editable install reads the checkout's."""
+    packaged = Path(__file__).with_name(name)
+    if packaged.exists():
         return packaged
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return Path(__file__).resolve().parent.parent / name
+
+
+def schema_dir() -> Path:
+    return _shipped("schemas")
+
+
+def example_config() -> Path:
+    """The commented starting config that `init` writes."""
+    return _shipped("config.example.yaml")
+
+
+def xdg_config(env: Mapping[str, str] = os.environ) -> Path:
+    """$XDG_CONFIG_HOME/nightshift/config.yaml (~/.config/nightshift/config.yaml)."""
+    xdg = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg).expanduser() / "nightshift" / "config.yaml"
 
 
 def config_candidates(
@@ -45,9 +63,7 @@ def config_candidates(
         found.append(("config=", cwd / Path(var).expanduser()))
     if env.get(CONFIG_ENV):
         found.append((f"${CONFIG_ENV}", cwd / Path(env[CONFIG_ENV]).expanduser()))
-    found.append(("./nightshift.yaml", cwd / "nightshift.yaml"))
-    xdg = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    found.append(("XDG config", Path(xdg).expanduser() / "nightshift" / "config.yaml"))
+    found.append(("XDG config", xdg_config(env)))
     return found
 
 

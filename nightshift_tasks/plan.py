@@ -17,13 +17,12 @@ from nightshift_tasks import agents, budget, git, state, window
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
+from nightshift_tasks.paths import PROJECT_CONFIG
 from nightshift_tasks.projects import ProjectRef, resolve_projects
 from nightshift_tasks.prompts import PROJECT_RULES, bounded
 from nightshift_tasks.select import Decision, Signals, TaskRules, estimate, none_picked_reason, select_tasks
 from nightshift_tasks.sources import Sources, gather
 from nightshift_tasks.usage import Reading, read_usage
-
-PROJECT_CONFIG = "nightshift.yaml"
 
 
 @dataclass(frozen=True)

@@ -526,3 +526,26 @@ def _close_chain_if_done(conn: sqlite3.Connection, chain_id: int, ts: str) -> bo
                  (f"{chain['run_id']}:{chain_id}:{ts}", started, ts, chain["project_path"],
                   chain["tasks"], tokens, status, errors or None, chain["provider"]))
     return True
+
+
+def forget_today(conn: sqlite3.Connection, project_path: str, day: str,
+                 tasks: list[str] | None = None) -> list[str]:
+    """`forget`: plan again the tasks of the project's chain for `day` that finished (all of
+    them, or those in `tasks`), so the daily guard lets the next run run them. Their attempts
+    stay in the history. Returns the tasks planned again."""
+    with write(conn):
+        chain = conn.execute("SELECT id, tasks, provider FROM chains WHERE project_path = ? AND day = ?",
+                             (project_path, day)).fetchone()
+        if chain is None:
+            return []
+        latest = _latest(conn, chain["id"])
+        again = [t for t in json.loads(chain["tasks"])
+                 if (tasks is None or t in tasks) and t in latest and _is_done(latest[t])]
+        ts = stamp(now())
+        conn.executemany(
+            "INSERT INTO attempts (chain_id, run_id, project_path, task, status, provider, "
+            "planned_at) VALUES (?, 'forget', ?, ?, 'planned', ?, ?)",
+            [(chain["id"], project_path, t, chain["provider"], ts) for t in again])
+        if again:
+            conn.execute("UPDATE chains SET finished_at = NULL WHERE id = ?", (chain["id"],))
+    return again

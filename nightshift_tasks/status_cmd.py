@@ -79,7 +79,10 @@ def show_report(day: str | None) -> int:
         path = reports_dir() / f"summary-{day}.md"
     else:
         runs = sorted(reports_dir().glob("run-*.md"))
-        path = runs[-1] if runs else reports_dir() / "run-none.md"
+        if not runs:
+            print(f"no runs recorded yet (each run writes its report to {reports_dir()})")
+            return 0
+        path = runs[-1]
     if not path.is_file():
         print(f"error: no report at {path}", file=sys.stderr)
         return 1

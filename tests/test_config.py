@@ -158,7 +158,7 @@ def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[
 def test_missing_config_explains_how_to_start(env: Env) -> None:
     result = env.doit("list", config=False)
     assert result.returncode == 2
-    assert "no config found" in result.stderr and "cp config.example.yaml" in result.stderr
+    assert "no config found" in result.stderr and "`nightshift-tasks init ~/src`" in result.stderr
     assert "Traceback" not in result.stderr
     assert not env.home.exists()
 

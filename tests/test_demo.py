@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 
@@ -29,3 +31,29 @@ def test_demo_runs_offline_and_prints_the_table(env: Env) -> None:
     assert "- src/big.js: 260 lines" in topology.read_text()
     # The sample repositories themselves are untouched: reports live in NIGHTSHIFT_HOME.
     assert not (env.home / "demo/repos/billing-api/.nightshift").exists()
+
+    # The printed line runs the demo again, in the demo's own home: never the user's state.
+    line = next(x for x in lines if x.startswith("running: ")).removeprefix("running: ")
+    assignment, *cmd = shlex.split(line)
+    assert assignment == f"NIGHTSHIFT_HOME={env.home / 'demo/home'}"
+    assert cmd == [sys.executable, "-m", "nightshift_tasks", "run", "-a", "-n", "5",
+                   f"config={env.home / 'demo/nightshift.yaml'}"]
+    budget = next(x for x in lines if x.startswith("the budget afterwards: "))
+    assert shlex.split(budget.removeprefix("the budget afterwards: ")) == [
+        assignment, sys.executable, "-m", "nightshift_tasks", "budget", cmd[-1]]
+    name, value = assignment.split("=", 1)
+    again = subprocess.run(cmd, env={**env.environ(), name: value}, capture_output=True, text=True,
+                           timeout=120, cwd=env.tmp)
+    assert again.returncode == 0, again.stdout + again.stderr
+    total = next(x for x in again.stdout.splitlines() if x.startswith("TOTAL"))
+    assert total.split()[1:5] == ["12", "0", "0", "0"]
+    assert sorted(os.listdir(env.home)) == ["demo"]
+
+
+def test_demo_help_changes_nothing(env: Env) -> None:
+    (env.home / "demo").mkdir(parents=True)
+    (env.home / "demo" / "keep").write_text("x")
+    result = subprocess.run([sys.executable, "-m", "nightshift_tasks", "demo", "--help"],
+                            env=env.environ(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: nightshift-tasks demo")
+    assert os.listdir(env.home / "demo") == ["keep"]

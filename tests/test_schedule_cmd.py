@@ -303,7 +303,8 @@ def test_the_entry_pins_this_shells_home_config_and_overrides(env: Env) -> None:
         ">>", str(home / "logs" / "cron.log"), "2>&1"]
     ran = cron_run(env, line)
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
-    status = subprocess.run([sys.executable, "-m", "nightshift_tasks", "status", "--last", "5"],
+    status = subprocess.run([sys.executable, "-m", "nightshift_tasks", "status", "--last", "5",
+                             f"config={env.config}"],
                             cwd=env.tmp, env=shell(env, **user), capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and len(status.stdout.splitlines()) == 3  # header, rule, the run
     assert (home / "run.lock").is_file() and db.is_file()
