@@ -14,6 +14,7 @@ import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
 from nightshift_tasks.config import load_config
+from nightshift_tasks.paths import example_config
 from tests.conftest import ROOT, Env, require_program
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -51,7 +52,10 @@ def test_init_lists_the_repositories_and_enables_the_clis_on_path(env: Env) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[:3] == [f"wrote {written(env)}", "projects: 2 found", "agents: claude"]
     text = written(env).read_text()
-    assert text.startswith("# nightshift-tasks configuration")  # the example's comments are kept
+    # The example's comments are kept, the editor's schema line first.
+    first, second = text.splitlines()[:2]
+    assert first == example_config().read_text().splitlines()[0]
+    assert second.startswith("# nightshift-tasks configuration")
     data = yaml.safe_load(text)
     assert data["projects"] == [{"path": str(p)} for p in mine]
     others = {name: shutil.which(name, path=SYSTEM_PATH) is not None for name in ("codex", "copilot")}

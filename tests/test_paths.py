@@ -79,8 +79,9 @@ def test_a_main_config_inside_a_project_is_named_as_one(env: Env) -> None:
     listed = env.doit("list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split(None, 1)[1].strip() == (
-        "skipped: invalid config: nightshift.yaml: projects: a project's own nightshift.yaml cannot "
-        "list projects; this looks like a main config: pass it as config=PATH or move it to "
+        "skipped: invalid config: nightshift.yaml: line 1, column 1: projects: a project's own "
+        "nightshift.yaml cannot list projects; this looks like a main config: pass it as "
+        "config=PATH or move it to "
         f"{env.tmp / 'xdg' / 'nightshift' / 'config.yaml'}")
 
 
