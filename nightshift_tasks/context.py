@@ -7,6 +7,7 @@ to the agent in every prompt.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,8 @@ class ProjectContext:
     files: tuple[str, ...]
 
 
-def _first(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).is_file()), None)
+def _first(root: Path, names: tuple[str, ...], present: set[str]) -> Path | None:
+    return next((root / n for n in names if n in present and (root / n).is_file()), None)
 
 
 def _section(heading: str, table: list[tuple[str, tuple[str, ...]]]) -> str | None:
@@ -75,9 +76,13 @@ def read_context(root: Path, catalog: list[TaskDef], claude_md: bool,
                  agents_md: bool) -> ProjectContext:
     hints: list[tuple[str, str]] = []
     files = []
+    try:  # one directory read instead of a stat per candidate name: this runs per project
+        present = set(os.listdir(root)) if claude_md or agents_md else set()
+    except OSError:
+        present = set()
     for enabled, names, table, sticky in ((claude_md, CLAUDE_FILES, CLAUDE_SECTIONS, True),
                                           (agents_md, AGENTS_FILES, AGENTS_SECTIONS, False)):
-        path = _first(root, names) if enabled else None
+        path = _first(root, names, present) if enabled else None
         if path is None:
             continue
         try:
@@ -87,6 +92,6 @@ def read_context(root: Path, catalog: list[TaskDef], claude_md: bool,
         files.append(path.name)
         hints += parse(text, table, sticky)
     tasks = [h for kind, h in hints if kind == "task"]
-    mentioned = frozenset(t.slug for t in catalog if any(names_task(h, t) for h in tasks))
+    mentioned = frozenset(t.slug for t in catalog if tasks and any(names_task(h, t) for h in tasks))
     notes = tuple(f"{LABELS[kind]}: {h}" for kind, h in hints if kind in LABELS)
     return ProjectContext(mentioned, notes, tuple(files))

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nightshift_tasks import repo_files
+
 GIT_TIMEOUT = 300
 CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
@@ -47,7 +49,10 @@ def git(cwd: str | Path, *args: str, check: bool = True, env: Mapping[str, str] 
 
 
 def unusable(path: str) -> str | None:
-    """Why the directory cannot hold nightshift work, or None."""
+    """Why the directory cannot hold nightshift work, or None. Read from git's files where
+    they are plain (repo_files), which answers for most repositories without starting git."""
+    if repo_files.has_commit(path):
+        return None
     if not git(path, "rev-parse", "--git-dir", check=False):
         return "not a git repository"
     if not git(path, "rev-parse", "--verify", "--quiet", "HEAD", check=False):

@@ -82,14 +82,29 @@ def _flag(name: str) -> bool:
     return TRUE_WORDS[raw.lower()]
 
 
+def doit_command(args: list[str]) -> str:
+    """The doit command a command line names, as doit finds it: the first argument that is
+    not an option, the value of -f/-d, or a name=value variable; `run` when none is left."""
+    values = iter(args)
+    for arg in values:
+        if arg in ("-f", "--file", "-d", "--dir"):
+            next(values, None)
+        elif not arg.startswith("-") and "=" not in arg:
+            return arg
+    return "run"
+
+
 def run_options(catalog: list[TaskDef]) -> Options:
-    """The command-line variables task=<slug>, random_task=1 and ignore_budget=1."""
+    """The command-line variables task=<slug>, random_task=1, ignore_budget=1 and sources=1."""
     force = doit.get_var("task")
     span = doit.get_var("window")
     if span not in (None, "ignore"):
         raise ConfigError([f"argument error: window={span}: the only value is window=ignore"])
+    # `doit list` does not ask gh or td, one call per project, unless sources=1 says so.
+    ask = _flag("sources") if doit.get_var("sources") is not None else doit_command(sys.argv[1:]) != "list"
     options = Options(force_task=force, random_task=_flag("random_task"),
-                      ignore_budget=_flag("ignore_budget"), ignore_window=span == "ignore")
+                      ignore_budget=_flag("ignore_budget"), ignore_window=span == "ignore",
+                      ask_sources=ask)
     slugs = [t.slug for t in catalog]
     if force is not None and force not in slugs:
         close = difflib.get_close_matches(force, slugs, n=1)

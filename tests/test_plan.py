@@ -17,7 +17,7 @@ def test_no_provider_skips_every_project_with_the_reason(env: Env) -> None:
     env.projects(["alpha"])
     env.write_config({"providers": {"preference": ["codex", "command"],
                                     "command": {"enabled": False}}})
-    listed = env.doit("list", PATH="/usr/bin:/bin")
+    listed = env.doit("list", "sources=1", PATH="/usr/bin:/bin")
     assert listed.returncode == 0
     assert "alpha   skipped: no provider: codex CLI not in PATH: codex; command not enabled" \
         in listed.stdout
@@ -82,7 +82,7 @@ def test_prompt_carries_issue_text_and_project_conventions(env: Env) -> None:
     gh.chmod(0o755)
     env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
     path = f"{bin_dir}:{os.environ['PATH']}"
-    assert "a   docs-backfill via command" in env.doit("list", PATH=path).stdout
+    assert "a   docs-backfill via command" in env.doit("list", "sources=1", PATH=path).stdout
     assert env.doit("run", PATH=path).returncode == 0
     prompt = Path(f"{env.record}.prompt.docs-backfill.plan").read_text()
     assert "- GitHub issue #7: Docs for cli.py\ndocs-backfill: cover the flags" in prompt
@@ -92,7 +92,7 @@ def test_prompt_carries_issue_text_and_project_conventions(env: Env) -> None:
 def test_missing_gh_is_a_warning_not_a_crash(env: Env) -> None:
     env.projects(["a"])
     env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
-    listed = env.doit("list", PATH="/usr/bin:/bin")
+    listed = env.doit("list", "sources=1", PATH="/usr/bin:/bin")
     assert listed.returncode == 0
     assert "nightshift: warning: a: task source github_issues: no github.com `origin` remote; skipped" \
         in listed.stderr
