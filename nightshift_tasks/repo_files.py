@@ -129,3 +129,15 @@ def has_commit(path: str) -> bool:
         return True
     branch = _BRANCH.fullmatch(head)
     return branch is not None and _names_commit(common, branch[1])
+
+
+def linked_worktrees(common: str) -> list[str]:
+    """The linked worktrees registered in a common dir, as `git worktree list` names them:
+    the path in each `worktrees/<id>/gitdir` without its `/.git`; an unreadable one is left
+    out, as git leaves it out."""
+    try:
+        ids = sorted(os.listdir(os.path.join(common, "worktrees")))
+    except OSError:
+        return []
+    paths = ((_read(os.path.join(common, "worktrees", i, "gitdir")) or "").rstrip() for i in ids)
+    return [p.removesuffix("/.git") for p in paths if p]
