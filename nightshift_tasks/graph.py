@@ -154,6 +154,7 @@ def _candidate(engine: Engine, name: str) -> dict[str, Any]:
 def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, Any]:
     """The action's single argument: plain data, so it pickles under any start method."""
     providers = [p for p in [project.provider, *project.fallbacks] if p]
+    home = nightshift_home()
     return {
         "run_id": engine.run_id,
         "db_path": str(engine.db_path),
@@ -172,8 +173,8 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
         "publish": engine.config.section("publish"),
         "base_branch": project.base_branch,
-        "worktrees_dir": str(nightshift_home() / "worktrees"),
-        "reports_dir": str(nightshift_home() / "reports"),
+        "worktrees_dir": str(home / "worktrees"),
+        "reports_dir": str(home / "reports"),
         "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
         # Per candidate provider (none when the budget is ignored): the task reserves its
         # estimate from the provider it runs on, again when it fails over.
