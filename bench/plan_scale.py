@@ -7,6 +7,7 @@ project), and prints:
   list s       wall time of `doit list` (nightshift: `python -m nightshift_tasks list`)
   first agent  wall time from `doit run -n 16` starting to the first agent starting (the
                run is then interrupted); bare doit: to its first action starting
+  CPU s        user + system time of `doit list` (steadier than wall time on a busy machine)
   RSS MB       peak resident memory of the largest process of that command (for the run:
                of its main process or the largest worker it reaped)
   ratio        nightshift / bare doit
@@ -79,6 +80,7 @@ def task_projects():
 class Measure:
     seconds: float
     rss_mb: float
+    cpu: float = 0.0  # user + system seconds; on a loaded machine steadier than the wall time
 
 
 def die(message: str) -> None:
@@ -108,22 +110,23 @@ def repos(n: int) -> list[str]:
     return paths
 
 
-def wait_rss(proc: subprocess.Popen[bytes]) -> float:
-    """Wait for the process; the peak RSS (MB) of it or of its largest waited-for child."""
+def wait_rss(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """Wait for the process; (the peak RSS in MB of it or of its largest waited-for child,
+    the CPU seconds they used)."""
     _, _, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0  # reaped here; Popen must not wait again
-    return usage.ru_maxrss / 1024
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def list_time(argv: list[str], cwd: Path, env: dict[str, str], expect: str) -> Measure:
     started = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    rss = wait_rss(proc)
+    rss, cpu = wait_rss(proc)
     seconds = time.perf_counter() - started
     if expect.encode() not in out:
         die(f"{argv[-2:]}: {expect!r} not in its output\n{out[-2000:]!r}\n{err[-2000:]!r}")
-    return Measure(seconds, rss)
+    return Measure(seconds, rss, cpu)
 
 
 def first_start(argv: list[str], cwd: Path, env: dict[str, str], record: Path) -> Measure:
@@ -142,7 +145,7 @@ def first_start(argv: list[str], cwd: Path, env: dict[str, str], record: Path) -
     os.killpg(proc.pid, signal.SIGINT)
     stop = threading.Timer(60, os.killpg, (proc.pid, signal.SIGKILL))  # if the interrupt hangs
     stop.start()
-    rss = wait_rss(proc)
+    rss, _ = wait_rss(proc)
     stop.cancel()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything the interrupt left behind
@@ -193,6 +196,7 @@ def row(n: int, root: Path, agent: Path, repeat: int) -> list[object]:
     first = best(ns_run)
     target = LIST_TARGET_S_PER_1000 * max(n, 1000) / 1000
     return [n, ns_list.seconds, bare_list.seconds, ns_list.seconds / bare_list.seconds,
+            ns_list.cpu, bare_list.cpu,
             first.seconds, bare_run.seconds, first.seconds / bare_run.seconds,
             ns_list.rss_mb, first.rss_mb, bare_list.rss_mb,
             "ok" if ns_list.seconds <= target else f"list>{target:g}s"]
@@ -217,8 +221,9 @@ def main() -> int:
             rows.append(row(n, root, agent, args.repeat))
             print(f"  N={n} done", file=sys.stderr, flush=True)
     print(tabulate(rows, floatfmt=".2f", headers=[
-        "N", "list s", "bare list s", "list ratio", "first agent s", "bare first s",
-        "first ratio", "list RSS MB", "run RSS MB", "bare list RSS MB", "target"]), flush=True)
+        "N", "list s", "bare list s", "list ratio", "list CPU s", "bare list CPU s", "first agent s",
+        "bare first s", "first ratio", "list RSS MB", "run RSS MB", "bare list RSS MB", "target"]),
+        flush=True)
     print(f"target: `doit list` <= {LIST_TARGET_S_PER_1000:g} s per 1,000 projects (at least 1,000)")
     return 0
 
