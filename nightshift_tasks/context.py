@@ -37,8 +37,9 @@ class ProjectContext:
     files: tuple[str, ...]
 
 
-def _first(root: Path, names: tuple[str, ...], present: set[str]) -> Path | None:
-    return next((root / n for n in names if n in present and (root / n).is_file()), None)
+def _first(root: Path, names: tuple[str, ...]) -> Path | None:
+    folder = str(root)  # os.path rather than a Path per name: this runs for every project
+    return next((root / n for n in names if os.path.isfile(os.path.join(folder, n))), None)
 
 
 def _section(heading: str, table: list[tuple[str, tuple[str, ...]]]) -> str | None:
@@ -76,13 +77,9 @@ def read_context(root: Path, catalog: list[TaskDef], claude_md: bool,
                  agents_md: bool) -> ProjectContext:
     hints: list[tuple[str, str]] = []
     files = []
-    try:  # one directory read instead of a stat per candidate name: this runs per project
-        present = set(os.listdir(root)) if claude_md or agents_md else set()
-    except OSError:
-        present = set()
     for enabled, names, table, sticky in ((claude_md, CLAUDE_FILES, CLAUDE_SECTIONS, True),
                                           (agents_md, AGENTS_FILES, AGENTS_SECTIONS, False)):
-        path = _first(root, names, present) if enabled else None
+        path = _first(root, names) if enabled else None
         if path is None:
             continue
         try:
