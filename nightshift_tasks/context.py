@@ -7,6 +7,7 @@ to the agent in every prompt.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ class ProjectContext:
 
 
 def _first(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).is_file()), None)
+    folder = str(root)  # os.path rather than a Path per name: this runs for every project
+    return next((root / n for n in names if os.path.isfile(os.path.join(folder, n))), None)
 
 
 def _section(heading: str, table: list[tuple[str, tuple[str, ...]]]) -> str | None:
@@ -87,6 +89,6 @@ def read_context(root: Path, catalog: list[TaskDef], claude_md: bool,
         files.append(path.name)
         hints += parse(text, table, sticky)
     tasks = [h for kind, h in hints if kind == "task"]
-    mentioned = frozenset(t.slug for t in catalog if any(names_task(h, t) for h in tasks))
+    mentioned = frozenset(t.slug for t in catalog if tasks and any(names_task(h, t) for h in tasks))
     notes = tuple(f"{LABELS[kind]}: {h}" for kind, h in hints if kind in LABELS)
     return ProjectContext(mentioned, notes, tuple(files))

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nightshift_tasks import repo_files
+
 GIT_TIMEOUT = 300
 CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
@@ -47,7 +49,10 @@ def git(cwd: str | Path, *args: str, check: bool = True, env: Mapping[str, str] 
 
 
 def unusable(path: str) -> str | None:
-    """Why the directory cannot hold nightshift work, or None."""
+    """Why the directory cannot hold nightshift work, or None. Read from git's files where
+    they are plain (repo_files), which answers for most repositories without starting git."""
+    if repo_files.has_commit(path):
+        return None
     if not git(path, "rev-parse", "--git-dir", check=False):
         return "not a git repository"
     if not git(path, "rev-parse", "--verify", "--quiet", "HEAD", check=False):
@@ -135,6 +140,16 @@ def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
     return pid.isdigit() and not alive(int(pid))
 
 
+def _registered(repo: str) -> list[Path]:
+    """The repository's worktrees, read from git's files where its layout is plain (no git
+    process per project at the start of a run), else as `git worktree list` shows them."""
+    dirs = repo_files.git_dirs(repo)
+    if dirs is not None:
+        return [Path(p) for p in repo_files.linked_worktrees(dirs[1])]
+    return [Path(block.split("\n", 1)[0].removeprefix("worktree "))
+            for block in git(repo, "worktree", "list", "--porcelain", check=False).split("\n\n")]
+
+
 def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:
     """Remove worktrees whose process is gone, and make each repository forget them, even a
     registration that a kill during `git worktree add` left "locked initializing" (`git
@@ -144,8 +159,7 @@ def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bo
         shutil.rmtree(entry, ignore_errors=True)
     ours = worktrees.resolve()
     for repo in repos:
-        for block in git(repo, "worktree", "list", "--porcelain", check=False).split("\n\n"):
-            entry = Path(block.split("\n", 1)[0].removeprefix("worktree "))
+        for entry in _registered(repo):
             if entry.parent == ours and _orphaned(entry, alive):
                 _quietly(repo, "worktree", "remove", "--force", "--force", str(entry))
                 removed += [] if worktrees / entry.name in removed else [worktrees / entry.name]

@@ -101,14 +101,29 @@ def _flag(name: str) -> bool:
     return TRUE_WORDS[raw.lower()]
 
 
+def doit_command(args: list[str]) -> str:
+    """The doit command a command line names, as doit finds it: the first argument that is
+    not an option, the value of -f/-d, or a name=value variable; `run` when none is left."""
+    values = iter(args)
+    for arg in values:
+        if arg in ("-f", "--file", "-d", "--dir"):
+            next(values, None)
+        elif not arg.startswith("-") and "=" not in arg:
+            return arg
+    return "run"
+
+
 def run_options(catalog: list[TaskDef]) -> Options:
-    """The command-line variables task=<slug>, random_task=1 and ignore_budget=1."""
+    """The command-line variables task=<slug>, random_task=1, ignore_budget=1 and sources=1."""
     force = doit.get_var("task")
     span = doit.get_var("window")
     if span not in (None, "ignore"):
         raise ConfigError([f"argument error: window={span}: the only value is window=ignore"])
+    # `doit list` does not ask gh or td, one call per project, unless sources=1 says so.
+    ask = _flag("sources") if doit.get_var("sources") is not None else doit_command(sys.argv[1:]) != "list"
     options = Options(force_task=force, random_task=_flag("random_task"),
-                      ignore_budget=_flag("ignore_budget"), ignore_window=span == "ignore")
+                      ignore_budget=_flag("ignore_budget"), ignore_window=span == "ignore",
+                      ask_sources=ask)
     slugs = [t.slug for t in catalog]
     if force is not None and force not in slugs:
         close = difflib.get_close_matches(force, slugs, n=1)
@@ -159,6 +174,7 @@ def _candidate(engine: Engine, name: str) -> dict[str, Any]:
 def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, Any]:
     """The action's single argument: plain data, so it pickles under any start method."""
     providers = [p for p in [project.provider, *project.fallbacks] if p]
+    home = nightshift_home()
     return {
         "run_id": engine.run_id,
         "db_path": str(engine.db_path),
@@ -177,8 +193,8 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
         "publish": engine.config.section("publish"),
         "base_branch": project.base_branch,
-        "worktrees_dir": str(nightshift_home() / "worktrees"),
-        "reports_dir": str(nightshift_home() / "reports"),
+        "worktrees_dir": str(home / "worktrees"),
+        "reports_dir": str(home / "reports"),
         "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
         "log_level": engine.config.section("logging")["level"],
         # Per candidate provider (none when the budget is ignored): the task reserves its

@@ -17,7 +17,7 @@ def nightshift_home(env: Mapping[str, str] = os.environ) -> Path:
     """$NIGHTSHIFT_HOME, else $XDG_DATA_HOME/nightshift, else ~/.local/share/nightshift;
     always absolute (a relative one is taken from the current directory)."""
     if env.get(HOME_ENV):
-        return Path(os.path.abspath(Path(env[HOME_ENV]).expanduser()))
+        return Path(os.path.abspath(os.path.expanduser(env[HOME_ENV])))
     data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(os.path.abspath(Path(data).expanduser())) / "nightshift"
 

@@ -27,12 +27,14 @@ from nightshift_tasks.usage import Reading, read_usage
 
 @dataclass(frozen=True)
 class Options:
-    """Command-line variables of one run: task=<slug>, random_task=1, ignore_budget=1."""
+    """Command-line variables of one run: task=<slug>, random_task=1, ignore_budget=1,
+    sources=0/1 (whether `gh` and `td` are asked; by default by every command but `list`)."""
 
     force_task: str | None = None
     random_task: bool = False
     ignore_budget: bool = False
     ignore_window: bool = False
+    ask_sources: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class Planner:
         self.readings = provider_readings(config, conn, at)
         self.allowances = self.allowances_for(config.section("budget"))
         self.learned: dict[str, dict[str, tuple[int, int]]] = {}
+        self.ledger = state.plan_reads(conn, at.date().isoformat())
 
     def estimates(self, provider: str) -> dict[str, tuple[int, int]]:
         """Learned estimates per provider, read once per plan rather than once per project."""
@@ -214,7 +217,7 @@ class Planner:
                                integrations["agents_md"])
         chain = None
         if self.options.force_task is None:
-            chain = state.chain_for_day(self.conn, ref.path, self.at.date().isoformat())
+            chain = self.ledger.chains.get(ref.path)
         if chain is not None:
             # Today's chain is kept as planned: resumed if interrupted, shown done if finished.
             done = [t for t in chain.tasks if t in chain.done]
@@ -230,20 +233,30 @@ class Planner:
                       else self.allowances_for(data["budget"]))  # the project's own max_percent
         usable, no_provider = usable_providers(data, allowances, self.options.ignore_budget)
         provider, allowance = usable[0] if usable else (None, None)
-        found = self._sources(data, ref)
-        signals = Signals(state.task_last_runs(self.conn, ref.path),
-                          state.assigned_tasks(self.conn, ref.path), context.mentioned,
-                          found.sourced, allowance, provider or "",
-                          self.estimates(provider) if provider else {})
-        decisions = select_tasks(self.catalog, _rules(data, ref), signals, self.at, self.rng)
-        picked = [d.slug for d in decisions if d.picked]
-        if self.options.force_task:
-            picked = [self.options.force_task]
+        rules = _rules(data, ref)
+
+        def decide(found: Sources) -> tuple[list[Decision], list[str]]:
+            signals = Signals(self.ledger.task_last_runs.get(ref.path, {}),
+                              self.ledger.assigned.get(ref.path, set()), context.mentioned,
+                              found.sourced, allowance, provider or "",
+                              self.estimates(provider) if provider else {})
+            decisions = select_tasks(self.catalog, rules, signals, self.at, self.rng)
+            return decisions, [self.options.force_task] if self.options.force_task else [
+                d.slug for d in decisions if d.picked]
+
+        found = Sources((), (), ())
+        decisions, picked = decide(found)
         reason = (no_provider if provider is None else
                   none_picked_reason(decisions) if not picked else
                   self.forced_over_budget(provider, allowance) or (
                       f"schedule.max_projects ({data['schedule']['max_projects']}) reached"
                       if over_cap else None))
+        if reason is None:
+            # Sources only reorder the tasks that can run, never decide whether any can: only a
+            # project that will run asks them (a `gh` call each).
+            found = self._sources(data, ref)
+            if found.sourced:
+                decisions, picked = decide(found)
         pools = None if self.options.ignore_budget else {n: a or 0 for n, a in usable}
         return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
                           tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
@@ -263,7 +276,10 @@ class Planner:
                 f"{allowance:,} ({provider}); ignore_budget=1 runs it anyway")
 
     def _sources(self, data: dict[str, Any], ref: ProjectRef) -> Sources:
-        return gather(data["integrations"]["task_sources"], Path(ref.path), self.catalog)
+        entries = data["integrations"]["task_sources"]
+        if not self.options.ask_sources:  # a file is read; `gh` and `td` are not asked
+            entries = [entry for entry in entries if "file" in entry]
+        return gather(entries, Path(ref.path), self.catalog)
 
     def _plan(self, ref: ProjectRef, context_notes: tuple[str, ...], found: Sources,
               warnings: list[str], **kw: Any) -> ProjectPlan:

@@ -7,6 +7,7 @@ import fnmatch
 import glob
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,7 +72,8 @@ def _names(paths: list[str]) -> list[str]:
     depth = [1] * len(paths)
     while True:
         names = [safe_name("-".join(p[-d:])) for p, d in zip(parts, depth, strict=True)]
-        clashes = {n for n in names if names.count(n) > 1}
+        counts = Counter(names)
+        clashes = {n for n in names if counts[n] > 1}
         grow = [i for i, n in enumerate(names) if n in clashes and depth[i] < len(parts[i])]
         if not grow:
             break

@@ -3,6 +3,7 @@ the reason for every pick and every skip."""
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,9 +42,10 @@ class Signals:
     estimates: dict[str, tuple[int, int]] = field(default_factory=dict)  # slug -> (tokens, runs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """Why one catalogue task was or was not picked."""
+    """Why one catalogue task was or was not picked (one per catalogue task and project:
+    slots keep 10,000 projects' worth small)."""
 
     slug: str
     picked: bool
@@ -63,11 +65,18 @@ def staleness(last_run: datetime | None, at: datetime) -> float:
 
 
 def score(task: TaskDef, rules: TaskRules, signals: Signals, at: datetime) -> tuple[float, str]:
-    parts = [("priority", float(rules.priorities.get(task.slug, 0))),
-             ("staleness", staleness(signals.last_runs.get(task.slug), at))]
-    if task.slug in signals.mentioned:
+    return _scored(float(rules.priorities.get(task.slug, 0)),
+                   staleness(signals.last_runs.get(task.slug), at),
+                   task.slug in signals.mentioned, task.slug in signals.sourced)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scored(priority: float, stale: float, mentioned: bool, sourced: bool) -> tuple[float, str]:
+    """The score and its breakdown; cached, as a plan of many projects repeats few of them."""
+    parts = [("priority", priority), ("staleness", stale)]
+    if mentioned:
         parts.append(("context", CONTEXT_BONUS))
-    if task.slug in signals.sourced:
+    if sourced:
         parts.append(("source", SOURCE_BONUS))
     total = sum(v for _, v in parts)
     return total, f"{total:.1f} = " + " + ".join(f"{name} {v:.1f}" for name, v in parts)

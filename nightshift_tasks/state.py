@@ -323,17 +323,6 @@ def project_last_runs(conn: sqlite3.Connection) -> dict[str, datetime]:
     return {r["path"]: datetime.fromisoformat(r["last_run"]) for r in rows}
 
 
-def task_last_runs(conn: sqlite3.Connection, project_path: str) -> dict[str, datetime]:
-    rows = conn.execute("SELECT task_type, last_run FROM task_history WHERE project_path = ?",
-                        (project_path,))
-    return {r["task_type"]: datetime.fromisoformat(r["last_run"]) for r in rows}
-
-
-def assigned_tasks(conn: sqlite3.Connection, project_path: str) -> set[str]:
-    rows = conn.execute("SELECT task_type FROM assigned_tasks WHERE project = ?", (project_path,))
-    return {r["task_type"] for r in rows}
-
-
 @dataclass(frozen=True)
 class Chain:
     """Today's chain of a project and the latest status of each of its tasks."""
@@ -356,17 +345,45 @@ def _is_done(attempt: sqlite3.Row) -> bool:
     return bool(attempt["status"] in TERMINAL and attempt["failure"] not in RETRIED)
 
 
-def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
-    row = conn.execute("SELECT id, tasks, provider FROM chains WHERE project_path = ? AND day = ?",
-                       (project_path, day)).fetchone()
-    if row is None:
-        return None
-    latest = _latest(conn, row["id"])
+def _chain(row: sqlite3.Row, latest: dict[str, sqlite3.Row]) -> Chain:
     return Chain(id=row["id"], tasks=json.loads(row["tasks"]), provider=row["provider"],
                  status={t: r["status"] for t, r in latest.items()},
                  done=frozenset(t for t, r in latest.items() if _is_done(r)),
                  retried={t: f"{r['status']}: {r['error']}" for t, r in latest.items()
                           if r["status"] in TERMINAL and not _is_done(r)})
+
+
+def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
+    row = conn.execute("SELECT id, tasks, provider FROM chains WHERE project_path = ? AND day = ?",
+                       (project_path, day)).fetchone()
+    return None if row is None else _chain(row, _latest(conn, row["id"]))
+
+
+@dataclass(frozen=True)
+class PlanReads:
+    """What the plan needs from the ledger about every project, keyed by project path: one
+    query per table for the whole plan, not a few per project."""
+
+    task_last_runs: dict[str, dict[str, datetime]]
+    assigned: dict[str, set[str]]
+    chains: dict[str, Chain]  # today's
+
+
+def plan_reads(conn: sqlite3.Connection, day: str) -> PlanReads:
+    last_runs: dict[str, dict[str, datetime]] = {}
+    for r in conn.execute("SELECT project_path, task_type, last_run FROM task_history"):
+        last_runs.setdefault(r["project_path"], {})[r["task_type"]] = datetime.fromisoformat(r["last_run"])
+    assigned: dict[str, set[str]] = {}
+    for r in conn.execute("SELECT project, task_type FROM assigned_tasks"):
+        assigned.setdefault(r["project"], set()).add(r["task_type"])
+    latest: dict[int, dict[str, sqlite3.Row]] = {}
+    for r in conn.execute("SELECT * FROM attempts WHERE id IN (SELECT MAX(id) FROM attempts "
+                          "WHERE chain_id IN (SELECT id FROM chains WHERE day = ?) "
+                          "GROUP BY chain_id, task)", (day,)):
+        latest.setdefault(r["chain_id"], {})[r["task"]] = r
+    chains = {r["project_path"]: _chain(r, latest.get(r["id"], {})) for r in conn.execute(
+        "SELECT id, project_path, tasks, provider FROM chains WHERE day = ?", (day,))}
+    return PlanReads(last_runs, assigned, chains)
 
 
 # ---- writes made by a running task ------------------------------------------------------

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from nightshift_tasks import state
+from nightshift_tasks.catalog import build_catalog
+from nightshift_tasks.config import open_config
+from nightshift_tasks.plan import build_plan
 from tests.conftest import LAUGHS, Env, summary_rows
 
 
@@ -81,7 +85,7 @@ def test_prompt_carries_issue_text_and_project_conventions(env: Env) -> None:
     gh.chmod(0o755)
     env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
     path = f"{bin_dir}:{os.environ['PATH']}"
-    assert "a   docs-backfill via command" in env.doit("list", PATH=path).stdout
+    assert "a   docs-backfill via command" in env.doit("list", "sources=1", PATH=path).stdout
     assert env.doit("run", PATH=path).returncode == 0
     prompt = Path(f"{env.record}.prompt.docs-backfill.plan").read_text()
     assert "- GitHub issue #7: Docs for cli.py\ndocs-backfill: cover the flags" in prompt
@@ -91,7 +95,7 @@ def test_prompt_carries_issue_text_and_project_conventions(env: Env) -> None:
 def test_missing_gh_is_a_warning_not_a_crash(env: Env) -> None:
     env.projects(["a"])
     env.write_config({"integrations": {"task_sources": [{"github_issues": True}]}})
-    listed = env.doit("list", PATH="/usr/bin:/bin")
+    listed = env.doit("list", "sources=1", PATH="/usr/bin:/bin")
     assert listed.returncode == 0
     assert ("nightshift: warning: a: task source github_issues: `gh` is not installed (not on PATH; "
             "`nightshift-tasks doctor` explains); skipped") in listed.stderr
@@ -207,3 +211,45 @@ def test_a_hostile_project_config_skips_that_project_only(env: Env, content: byt
     shown = " ".join(summary_rows(result.stdout)["a"][7:])  # cut to fit 80 columns
     assert shown.endswith("…") and reason.startswith(shown[:-1])
     assert f"a   {reason}" in env.doit("list").stdout
+
+
+def test_list_asks_no_source_and_a_run_asks_only_the_projects_that_run(env: Env) -> None:
+    """`gh issue list` is one call per project: `doit list` makes none unless sources=1 asks,
+    and a run asks only the projects it will run (here max_projects leaves out b and c)."""
+    repos = env.projects(["a", "b", "c"], schedule={"max_projects": 1},
+                         integrations={"task_sources": [{"github_issues": True}]})
+    for repo in repos:
+        subprocess.run(["git", "remote", "add", "origin", f"https://github.com/me/{repo.name}"],
+                       cwd=repo, check=True)
+    bin_dir, asked = env.tmp / "bin", env.tmp / "gh-asked"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(f"#!/bin/sh\nbasename \"$PWD\" >> {asked}\necho '[]'\n")
+    (bin_dir / "gh").chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    listed = env.doit("list", PATH=path)
+    assert listed.returncode == 0 and not asked.exists()
+    assert "b   skipped: schedule.max_projects (1) reached" in listed.stdout
+    assert env.doit("list", "sources=1", PATH=path).returncode == 0
+    assert asked.read_text() == "a\n"
+    ran = env.doit("run", PATH=path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert asked.read_text() == "a\na\n"
+
+
+def test_the_plan_reads_the_ledger_in_as_many_queries_for_many_projects_as_for_few(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    repos = env.projects([f"p{i}" for i in range(8)])
+    catalog = build_catalog([])
+
+    def queries(count: int) -> int:
+        env.write_config({"projects": [{"path": str(r)} for r in repos[:count]]})
+        config = open_config(str(env.config), env.tmp)
+        conn = state.connect(config.state_db())
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        plan = build_plan(config, catalog, conn, state.now())
+        assert [p.name for p in plan.projects if p.tasks] == [r.name for r in repos[:count]]
+        return len(statements)
+
+    assert queries(8) == queries(1)

@@ -97,10 +97,12 @@ def test_a_missing_gh_is_one_warning_per_command_and_doctor_explains(env: Env) -
     shell = {"PATH": "/usr/bin:/bin", "HOME": str(env.tmp / "user")}  # no gh anywhere
     warning = ("nightshift: warning: task source github_issues: `gh` is not installed (not on PATH; "
                "`nightshift-tasks doctor` explains); skipped (for 3 projects: alpha, beta, gamma)")
-    for command in (["list"], ["run", "-n", "3"]):
+    for command in (["list", "sources=1"], ["run", "-n", "3"]):
         result = env.doit(*command, **shell)
         assert result.returncode == 0, result.stderr
         assert [line for line in result.stderr.splitlines() if "warning" in line] == [warning]
+    # A plain `list` asks no source, so it has nothing to warn about.
+    assert "warning" not in env.doit("list", **shell).stderr
     doctor = subprocess.run([sys.executable, "-m", "nightshift_tasks", "doctor", f"config={env.config}"],
                             cwd=env.tmp, env=env.environ(**shell), capture_output=True, text=True,
                             timeout=120)

@@ -43,18 +43,19 @@ def test_chain_transitions_and_completion(tmp_path: Path) -> None:
     assert statuses() == [("a", "planned"), ("b", "planned")]
     first = state.start_attempt(conn, chain, "r1", "/p", "a", "command", 1, "/log")
     assert statuses() == [("a", "running"), ("b", "planned")]
-    assert state.assigned_tasks(conn, "/p") == {"a"}
+    assert state.plan_reads(conn, day).assigned == {"/p": {"a"}}
     assert state.finish_attempt(conn, first, state.Outcome("failed", 1, "boom")) is False
-    assert state.task_last_runs(conn, "/p") == {}
+    assert state.plan_reads(conn, day).task_last_runs == {}
     second = state.start_attempt(conn, chain, "r1", "/p", "b", "command", 1, "/log")
     assert state.finish_attempt(conn, second, state.Outcome("completed", 2)) is True
-    assert set(state.task_last_runs(conn, "/p")) == {"b"}
+    assert set(state.plan_reads(conn, day).task_last_runs["/p"]) == {"b"}
     found = state.chain_for_day(conn, "/p", day)
     assert found is not None and set(found.tasks) <= found.done
+    assert state.plan_reads(conn, day).chains == {"/p": found}
     assert found.status == {"a": "failed", "b": "completed"}
     assert tuple(conn.execute("SELECT status, error FROM run_history").fetchone()) == ("partial", "a: boom")
     assert conn.execute("SELECT run_count FROM projects").fetchone()[0] == 1
-    assert state.assigned_tasks(conn, "/p") == set()
+    assert state.plan_reads(conn, day).assigned == {}
 
 
 def test_stale_assignments_are_cleared(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ def test_stale_assignments_are_cleared(tmp_path: Path) -> None:
     conn.execute("INSERT INTO assigned_tasks VALUES ('a:/p', '/p', 'a', ?)", (old,))
     conn.execute("INSERT INTO assigned_tasks VALUES ('b:/p', '/p', 'b', ?)", (state.stamp(state.now()),))
     assert state.clear_stale_assignments(conn, timedelta(hours=2)) == 1
-    assert state.assigned_tasks(conn, "/p") == {"b"}
+    assert state.plan_reads(conn, date.today().isoformat()).assigned == {"/p": {"b"}}
 
 
 def test_a_failed_write_rolls_back(tmp_path: Path) -> None:

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from nightshift_tasks import yaml_load
 from nightshift_tasks.catalog import builtin_slugs
 from nightshift_tasks.config import load_config
 from nightshift_tasks.errors import ConfigError
@@ -80,3 +83,30 @@ def test_a_control_character_is_named_with_its_place(tmp_path: Path) -> None:
     path.write_text("tasks:\n  enabled: [a\x1fb]\n")
     assert problems(path) == ["line 2, column 14: invalid YAML: character U+001F is not allowed in YAML; "
                               "remove it"]
+
+
+# YAML-ish text: what a config is made of, and the characters where parsers disagree.
+PIECES = [*"ab1 :-[]{},&*'\"#\n\r<.\\0xe~=_/+ntrulTFNy\t!?|>%@`\x85\u00e9\ufeff", "  ", "\n  ", "\n- ", ": "]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join))
+def test_libyaml_loads_only_what_the_pure_loader_loads_and_the_same(text: str) -> None:
+    """The fast path changes nothing but the time: whatever it loads, PyYAML's own parser
+    loads the same, without a problem (every other text is reported by the latter)."""
+    parsed, value = yaml_load._fast(text)
+    if parsed:
+        loader = yaml_load.StrictLoader(text)
+        try:
+            assert loader.get_single_data() == value
+        finally:
+            loader.dispose()
+        assert loader.problems == []
+
+
+def test_a_config_listing_many_projects_takes_the_fast_path(tmp_path: Path) -> None:
+    text = "projects:\n" + "".join(f"  - path: ~/src/p{i}  # repo {i}\n    priority: {i % 3}\n"
+                                   for i in range(2000))
+    assert yaml_load._fast(text) == (True, {"projects": [{"path": f"~/src/p{i}", "priority": i % 3}
+                                                         for i in range(2000)]})
+    assert yaml_load._fast(text + "x: !!str 1\n")[0] is False  # a tag: PyYAML's parser alone
