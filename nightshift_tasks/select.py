@@ -106,11 +106,11 @@ def cooldown_left(task: TaskDef, rules: TaskRules, last_run: datetime | None,
 
 
 def estimate(task: TaskDef, estimates: dict[str, tuple[int, int]]) -> tuple[int, str]:
-    """Tokens the task is expected to use: the median of its measured runs on the provider,
-    else the top of its cost tier. Returns (tokens, where that number comes from)."""
+    """Tokens the task is expected to use: the 80th percentile of its measured runs on the
+    provider, else the top of its cost tier. Returns (tokens, where that number comes from)."""
     learned = estimates.get(task.slug)
     if learned:
-        return learned[0], f"median of {learned[1]} measured run(s)"
+        return learned[0], f"80th percentile of {learned[1]} measured run(s)"
     return task.max_tokens, f"{task.cost} tier max"
 
 

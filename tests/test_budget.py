@@ -155,16 +155,34 @@ def test_unknown_usage_is_kept_and_never_waited_for(tmp_path: Path) -> None:
         False, budget.Standing(0, 0, 800))
 
 
+def _completed_runs(conn: object, *runs: int) -> None:
+    db = conn  # type: ignore[assignment]
+    for tokens in runs:
+        attempt = _attempt(db)
+        state.record_call(db, attempt, "plan", "claude", state.now(), 0, "ok", None,  # type: ignore[arg-type]
+                          {"tokens": tokens})
+        state.finish_attempt(db, attempt, state.Outcome("completed", 1))  # type: ignore[arg-type]
+
+
 def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
-    for tokens in (100, 300, 200, 9_000, 250, 260):
-        attempt = _attempt(conn)
-        state.record_call(conn, attempt, "plan", "claude", state.now(), 0, "ok", None,
-                          {"tokens": tokens})
-        state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
-    # The latest five: 300, 200, 9000, 250, 260 -> median 260.
-    assert budget.estimates(conn, "claude") == {"lint-fix": (260, 5)}
+    _completed_runs(conn, 100, 300, 200, 9_000, 250, 260)
+    # All six (fewer than ten): sorted 100 200 250 260 300 9000, 80th percentile 300; the
+    # one outlier does not move it.
+    assert budget.estimates(conn, "claude") == {"lint-fix": (300, 6)}
     assert budget.estimates(conn, "codex") == {}
+
+
+def test_estimates_cover_a_heavy_tail(tmp_path: Path) -> None:
+    """Reservations are summed: a median estimate lets every run above it overrun, so it
+    is the 80th percentile of the latest ten runs (the median of the latest five said 300)."""
+    conn = state.connect(tmp_path / "s.db")
+    _completed_runs(conn, 50_000, 200, 220, 240, 250, 260, 1_500, 270, 280, 2_000, 300)
+    # The oldest (50,000) is past the latest ten; 80th percentile of 200 .. 300, 1500, 2000:
+    # 300 + 0.2 x (1500 - 300) = 540, near their mean (552).
+    assert budget.estimates(conn, "claude") == {"lint-fix": (540, 10)}
+    _completed_runs(conn, 280)
+    assert budget.estimates(conn, "claude") == {"lint-fix": (540, 10)}  # 200 dropped out
 
 
 @pytest.mark.parametrize(("hours", "days"), [(72, 3), (6, 1), (-1, 1)])
