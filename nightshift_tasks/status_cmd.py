@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import agents, auth, guard, runlock, shutdown, state, storage
+from nightshift_tasks import agents, guard, runlock, shutdown, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.schedule_cmd import next_run_note
@@ -21,7 +21,6 @@ from nightshift_tasks.schedule_files import backend_files
 from nightshift_tasks.text import cells
 
 EXIT_USAGE = 2
-TESTED = {"claude": "2.1.", "codex": "0.171.", "copilot": "1.0."}  # versions tested against
 MIN_FREE_BYTES = 1 << 30
 SOURCE_PROGRAMS = {  # task source -> the program it needs, and what is lost without it
     "github_issues": ("gh", "open GitHub issues labelled `nightshift` are not read; install gh "
@@ -125,11 +124,12 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
             found.append(("WARN", f"provider {name}", missing))
             continue
         installed += 1
-        seen = _version(agents.program(name, settings)) if name in TESTED else "generic command"
-        ok = name not in TESTED or TESTED[name] in seen
+        tested = agents.tested_version(name)
+        seen = _version(agents.program(name, settings)) if tested else "generic command"
+        ok = not tested or tested in seen
         found.append(("OK" if ok else "WARN", f"provider {name}",
-                      seen + ("" if ok else f" (tested with {TESTED[name]}x)")))
-        login = auth.login_state(name, settings)
+                      seen + ("" if ok else f" (tested with {tested}x)")))
+        login = agents.login_state(name, settings)
         if login:
             found.append((login[0], f"login {name}", login[1]))
         usable += not login or login[0] == "OK"
