@@ -36,7 +36,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from nightshift_tasks import state
-from nightshift_tasks.usage import Reading, local_day, read_claude
+from nightshift_tasks.agents.claude import read_history as read_claude
+from nightshift_tasks.agents.readings import Reading, local_day
 
 MB = 1 << 20
 FIRST_TARGET_MBS = 150.0

@@ -73,7 +73,7 @@ def multiplier(budget: dict[str, Any], days_left: int) -> float:
     return 1.0
 
 
-def _codex_percent(reading: Reading, window: str) -> float | None:
+def _reported_percent(reading: Reading, window: str) -> float | None:
     limit = reading.rate_limits.get(window) or {}
     value = limit.get("used_percent")
     return float(value) if isinstance(value, int | float) else None
@@ -89,16 +89,17 @@ def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetim
     if budget["mode"] == "daily":
         base = weekly // 7
         percent = used_today / base * 100 if base else 100.0
-        if provider == "codex" and not used_today:
-            percent = _codex_percent(reading, "primary") or 0.0
+        reported = None if used_today else _reported_percent(reading, "primary")
+        if reported is not None:  # what the provider says (codex), when we saw nothing today
+            percent = reported
         available = base * max(0.0, 100 - percent) / 100
         value = available * share - base * reserve
         equation = (f"{base:,} daily x (1 - {percent:.1f}% used) x {budget['max_percent']}% - "
                     f"{base * reserve:,.0f} reserve")
     else:
         days, until = days_to_reset(budget, reading, at)
-        codex_week = _codex_percent(reading, "secondary") if provider == "codex" else None
-        percent = codex_week if codex_week is not None else used_week / weekly * 100
+        reported = _reported_percent(reading, "secondary")
+        percent = reported if reported is not None else used_week / weekly * 100
         remaining = weekly * max(0.0, 100 - percent) / 100
         factor = multiplier(budget, days)
         value = remaining / days * share * factor - remaining * reserve

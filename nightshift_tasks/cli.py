@@ -22,13 +22,14 @@ from doit.cmd_clean import Clean as DoitClean
 from doit.cmd_forget import Forget as DoitForget
 from doit.doit_cmd import DoitMain
 
-from nightshift_tasks import __version__, doit_cmds, graph
+from nightshift_tasks import __version__, graph
+from nightshift_tasks.commands import doit_verbs
 from nightshift_tasks.paths import xdg_config
 
 PROG = "nightshift-tasks"
 EXIT_USAGE = 2
-# Ours, one line each in the help, in the order a new user needs them. Those with a module
-# are ours alone; the others are doit commands on our tasks.
+# Ours, one line each in the help, in the order a new user needs them. Those in OWN are ours
+# alone, each a module in commands/; the others are doit commands on our tasks.
 COMMANDS = {
     "init": "write a starting config listing your git repositories: init ~/src",
     "list": "the plan: each project's tasks and agent, or why it is skipped",
@@ -42,9 +43,7 @@ COMMANDS = {
     "doctor": "check everything the next unattended run depends on",
     "cron": "install, show or remove the schedule (crontab, systemd, launchd)",
 }
-MODULES = {"init": "init_cmd", "demo": "demo", "tasks": "tasks_cmd", "budget": "budget_cmd",
-           "status": "status_cmd", "report": "status_cmd", "doctor": "status_cmd",
-           "cron": "schedule_cmd"}
+OWN = ("init", "demo", "tasks", "budget", "status", "report", "doctor", "cron")
 
 
 class Loader(ModuleTaskLoader):  # type: ignore[misc]
@@ -58,7 +57,7 @@ class Main(DoitMain):  # type: ignore[misc]
     """doit under our name, with `forget` and `clean` that act on nightshift's state."""
 
     BIN_NAME = PROG
-    DOIT_CMDS = tuple({DoitForget: doit_cmds.Forget, DoitClean: doit_cmds.Clean}.get(c, c)
+    DOIT_CMDS = tuple({DoitForget: doit_verbs.Forget, DoitClean: doit_verbs.Clean}.get(c, c)
                       for c in DoitMain.DOIT_CMDS)
 
 
@@ -100,9 +99,8 @@ def versions() -> str:
 
 def command(name: str, args: list[str]) -> int:
     """One of ours by name; args without the command's name."""
-    if name in MODULES:
-        module = importlib.import_module(f"nightshift_tasks.{MODULES[name]}")
-        code: int = (module.main(name, args) if MODULES[name] == "status_cmd" else module.main(args))
+    if name in OWN:
+        code: int = importlib.import_module(f"nightshift_tasks.commands.{name}").main(args)
         return code
     if name in COMMANDS or name in doit_commands() or name == "help":
         if {"-h", "--help"} & set(args):  # doit's own `run --help` is a parse error

@@ -136,8 +136,8 @@ class ProviderAgent:
     def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
         """One agent call: the reply text, or the classified failure."""
         name, settings = cand["name"], cand["settings"]
-        report = None  # the file copilot or a command reports its usage in
-        if name in agents.USAGE_FILE_PROVIDERS:
+        report = None  # the file the provider reports its usage in, if it does
+        if agents.uses_usage_file(name):
             fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
             os.close(fd)
         started = state.now()

@@ -10,16 +10,16 @@ import difflib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, shutdown, state, storage
+from nightshift_tasks import execute, guard, shutdown, state, storage, summary
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
-from nightshift_tasks.config import Config, ConfigError, open_config
+from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
+from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home, pin_home
 from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
 
@@ -28,19 +28,6 @@ EXIT_CONFIG = 2
 # listed by doit as an empty task of its own name; the "_" keeps it out of `doit list`.
 CREATOR = "task__projects"
 TRUE_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-
-@dataclass(frozen=True)
-class Engine:
-    """Everything one doit invocation needs, loaded once per process."""
-
-    config: Config
-    catalog: list[TaskDef]
-    plan: Plan
-    db_path: Path
-    log_dir: Path
-    options: Options
-    run_id: str
 
 
 _engine: Engine | None = None
@@ -137,10 +124,8 @@ def run_options(catalog: list[TaskDef]) -> Options:
 
 def doit_config() -> dict[str, Any]:
     """DOIT_CONFIG: what a user should never have to type."""
-    from nightshift_tasks.summary import SummaryReporter
-
     shutdown.guard_main()
-    load_engine()
+    engine = load_engine()
     dep_file = nightshift_home() / "doit.sqlite"
     with storage.or_exit(dep_file):
         storage.private_file(dep_file)  # doit's SQLite keeps the mode we create it with
@@ -151,7 +136,7 @@ def doit_config() -> dict[str, Any]:
         "continue": True,
         "par_type": "process",
         "verbosity": 0,
-        "reporter": SummaryReporter,
+        "reporter": summary.reporter(engine),
         "minversion": "0.37.0",
         "sort": "definition",  # `doit list` in plan order, not by name
     }

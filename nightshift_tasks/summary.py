@@ -18,9 +18,10 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, graph, guard, process, report, runlock, shutdown, state, storage
+from nightshift_tasks import budget, git, guard, process, report, runlock, shutdown, state, storage
 from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
+from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import EXIT_INTERRUPTED, alive
 from nightshift_tasks.progress import LiveLine
@@ -69,7 +70,7 @@ def _storage_exits(method: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(method)
     def wrapper(self: SummaryReporter, *args: Any) -> None:
         try:
-            with storage.faults(graph.load_engine().db_path):
+            with storage.faults(self.engine.db_path):
                 method(self, *args)
         except storage.StorageError as exc:
             self.halted = True
@@ -79,6 +80,11 @@ def _storage_exits(method: Callable[..., None]) -> Callable[..., None]:
 
 
 class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
+    """doit makes the reporter itself, from (outstream, options) only: the run's engine is a
+    class attribute, set by `reporter`."""
+
+    engine: Engine
+
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
         self.rows: dict[str, Row] = {}
@@ -86,7 +92,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.planned = 0  # subtasks selected for this run
         self.colour = term.colour_on(outstream)
         # logging.level warn or error: no line per task, only the summary and its problems
-        self.chatty = graph.load_engine().config.section("logging")["level"] in ("debug", "info")
+        self.chatty = self.engine.config.section("logging")["level"] in ("debug", "info")
         self.results: list[str] = []
         self.skipped: list[str] = []  # projects the plan skipped, with why
         self.locked_out = False
@@ -112,7 +118,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         """The start of a `doit run` (never of `list`): take the run lock, then clean up
         after any crashed run before the first task is dispatched."""
-        engine = graph.load_engine()
+        engine = self.engine
         lock, bound = nightshift_home() / "run.lock", shutdown.progress_bound(engine.config)
         held_by = runlock.acquire(lock, bound)
         reason = shutdown.stuck(lock) if held_by else None
@@ -223,7 +229,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         if self.halted:
             return
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt) or bool(process.signalled())
-        engine = graph.load_engine()
+        engine = self.engine
         conn = guard.connection(str(engine.db_path))
         interrupt_leftovers(conn, engine.run_id)  # a worker killed before it could say so
         record = report.run_record(conn, engine.plan, engine.run_id, self.started_at, state.now(),
@@ -248,7 +254,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     def budget_header(self) -> str:
         """Each provider this run used: its allowance, the equation, what the run spent."""
-        engine = graph.load_engine()
+        engine = self.engine
         used = {p for row in self.rows.values() for p in row.provider.split("→")}
         conn = guard.connection(str(engine.db_path))
         lines = []
@@ -310,3 +316,10 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             row[-1] = one_line(row[-1], left)
         painted = [term.paint(h, self.colour) for h in headers]
         return "\n" + tabulate(body, headers=[*painted, "reason"], tablefmt="simple")
+
+
+def reporter(engine: Engine) -> type[SummaryReporter]:
+    """The reporter class for DOIT_CONFIG, given the run's engine. doit names the class to
+    spawned workers, so it must be this module's own: the engine is set on it."""
+    SummaryReporter.engine = engine
+    return SummaryReporter

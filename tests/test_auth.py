@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nightshift_tasks.auth import login_state
+from nightshift_tasks.agents import login_state
 
 
 def test_copilot_login_from_env_config_or_gh(tmp_path: Path) -> None:

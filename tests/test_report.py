@@ -1,19 +1,12 @@
-"""The morning report, status, report and doctor, as a user runs them."""
+"""The morning report: what each run writes, and how long its logs are kept."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import date, timedelta
 
 from nightshift_tasks.report import prune_logs
 from tests.conftest import Env
-
-
-def command(env: Env, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nightshift_tasks", *args], cwd=env.tmp,
-                          env=env.environ(**extra), capture_output=True, text=True, timeout=120)
 
 
 def test_each_run_writes_json_and_markdown_and_the_day_summary_accumulates(env: Env) -> None:
@@ -40,41 +33,6 @@ def test_each_run_writes_json_and_markdown_and_the_day_summary_accumulates(env: 
     assert summary.startswith(f"# Nightshift summary {date.today()}\n")
     assert summary.count("## Nightshift run ") == 2
     assert len(list(reports.glob("run-*.md"))) == 2
-
-
-def test_status_report_and_doctor(env: Env) -> None:
-    env.projects(["alpha"])
-    config = f"config={env.config}"
-    assert "nothing ran on" in command(env, "status", config).stdout
-    assert env.doit("run").returncode == 0
-    status = command(env, "status", config).stdout
-    assert "lint-fix" in status and "completed" in status and "command" in status
-    last = command(env, "status", "--last", "5", config).stdout.splitlines()
-    assert last[0].split()[:3] == ["run", "started", "took"] and len(last) == 3
-    shown = command(env, "report")
-    assert shown.returncode == 0 and shown.stdout.startswith("# Nightshift run ")
-    day = command(env, "report", "--date", str(date.today()))
-    assert day.stdout.startswith("# Nightshift summary ")
-    missing = command(env, "report", "--date", "1999-01-01")
-    assert missing.returncode == 1 and "no report at" in missing.stderr
-    doctor = command(env, "doctor", config)
-    lines = doctor.stdout.splitlines()
-    assert lines[0] == f"[OK] config: {env.config}"
-    assert "[OK] provider command: generic command" in lines
-    assert "[OK] run lock: free" in lines
-    assert doctor.returncode == 0
-
-
-def test_doctor_fails_without_a_usable_provider_or_config(env: Env) -> None:
-    env.projects(["alpha"])
-    env.write_config({"providers": {"preference": ["codex"], "command": {"enabled": False}}})
-    doctor = command(env, "doctor", f"config={env.config}", PATH="/usr/bin:/bin")
-    assert doctor.returncode == 1
-    assert "[WARN] provider codex: CLI not in PATH: codex" in doctor.stdout
-    assert "[FAIL] providers: no enabled provider has its CLI installed" in doctor.stdout
-    env.config.write_text("bogus: 1\n")
-    broken = command(env, "doctor", f"config={env.config}")
-    assert broken.returncode == 1 and "[FAIL] config" in broken.stdout
 
 
 def test_old_logs_are_pruned(tmp_path: object) -> None:

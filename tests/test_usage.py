@@ -9,7 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 from nightshift_tasks import state
-from nightshift_tasks.usage import codex_billable, local_day, read_claude, read_codex, read_ledger
+from nightshift_tasks.agents.claude import read_history as read_claude
+from nightshift_tasks.agents.codex import billable as codex_billable
+from nightshift_tasks.agents.codex import read_history as read_codex
+from nightshift_tasks.agents.readings import local_day, read_ledger
 
 AT = datetime(2026, 11, 28, 3, 0).astimezone()
 

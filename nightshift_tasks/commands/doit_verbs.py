@@ -14,6 +14,7 @@ from pathlib import Path
 from doit import cmd_clean, cmd_forget
 
 from nightshift_tasks import git, graph, guard, runlock, shutdown, state, storage
+from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
 
@@ -98,7 +99,7 @@ class Clean(cmd_clean.Clean):  # type: ignore[misc]
         return 0
 
     @staticmethod
-    def leftovers(home: Path, repos: list[str], lock: Path, engine: graph.Engine, dryrun: bool) -> list[str]:
+    def leftovers(home: Path, repos: list[str], lock: Path, engine: Engine, dryrun: bool) -> list[str]:
         """What crashed runs left: worktrees whose process is gone, and the lock file. The lock
         is held (and new runs kept out) while the worktrees go."""
         left_by = f" (last held by {runlock.holder(lock)})" if lock.exists() else ""

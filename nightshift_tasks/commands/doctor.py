@@ -1,93 +1,27 @@
-"""`status`, `report` and `doctor`: what happened, and whether the next night will work.
-They never take the run lock, so they work while a run is going."""
+"""`nightshift-tasks doctor`: whether the next unattended run will work, checked offline.
+Exit 1 when something it depends on is missing (FAIL), 0 otherwise (WARNs included)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tabulate import tabulate
-
-from nightshift_tasks import agents, auth, guard, runlock, shutdown, state, storage
+from nightshift_tasks import agents, state, storage
+from nightshift_tasks.commands.shared import lock_check
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.paths import nightshift_home
-from nightshift_tasks.schedule_cmd import next_run_note
 from nightshift_tasks.schedule_files import backend_files
-from nightshift_tasks.text import cells
 
-EXIT_USAGE = 2
-TESTED = {"claude": "2.1.", "codex": "0.171.", "copilot": "1.0."}  # versions tested against
 MIN_FREE_BYTES = 1 << 30
 SOURCE_PROGRAMS = {  # task source -> the program it needs, and what is lost without it
     "github_issues": ("gh", "open GitHub issues labelled `nightshift` are not read; install gh "
                       "(https://cli.github.com) and run `gh auth login`"),
     "td": ("td", "td tasks are not read; install td"),
 }
-
-
-def reports_dir() -> Path:
-    return nightshift_home() / "reports"
-
-
-def show_status(config: Config, last: int | None) -> int:
-    if last:
-        runs = sorted(reports_dir().glob("run-*.json"))[-last:]
-        rows = []
-        for path in runs:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            count = {k: sum(t["status"] == k for t in record["tasks"])
-                     for k in ("completed", "failed", "skipped")}
-            rows.append([record["start_time"], f"{record['duration_s']:.0f}s", *count.values(),
-                         record["tokens_used"]])
-        print(tabulate(rows, headers=["run started", "took", "completed", "failed", "skipped",
-                                      "tokens"]) if rows else "no runs recorded yet")
-        return 0
-    conn = guard.connection(str(config.state_db()), config.db_lock_wait())
-    today = state.now().date().isoformat()
-    rows = [cells(r["project_path"], r["task"], r["status"], r["provider"], r["tokens"],
-                  r["output_ref"] or r["error"] or "")
-            for r in conn.execute("SELECT a.* FROM attempts a JOIN chains c ON c.id = a.chain_id "
-                                  "WHERE c.day = ? ORDER BY a.id", (today,))]
-    print(tabulate(rows, headers=["project", "task", "status", "provider", "tokens",
-                                  "result or reason"]) if rows else f"nothing ran on {today}")
-    print(f"\n{next_run_note(config)}")
-    _, _, detail = lock_check()
-    if detail != "free":
-        print(f"\nrun lock: {detail}")
-    return 0
-
-
-def lock_check() -> tuple[str, str, str]:
-    """Free, held by a working run, or held by a stuck one (which the next run breaks)."""
-    lock = nightshift_home() / "run.lock"
-    if runlock.acquire_probe(lock):
-        return "OK", "run lock", "free"
-    holder, reason = runlock.holder(lock), shutdown.stuck(lock)
-    if reason:
-        return ("WARN", "run lock", f"held by a stuck run ({holder}): {reason}; the next run "
-                "stops it and takes over")
-    return "OK", "run lock", f"held by a running run ({holder})"
-
-
-def show_report(day: str | None) -> int:
-    if day:
-        path = reports_dir() / f"summary-{day}.md"
-    else:
-        runs = sorted(reports_dir().glob("run-*.md"))
-        if not runs:
-            print(f"no runs recorded yet (each run writes its report to {reports_dir()})")
-            return 0
-        path = runs[-1]
-    if not path.is_file():
-        print(f"error: no report at {path}", file=sys.stderr)
-        return 1
-    print(path.read_text(encoding="utf-8"), end="")
-    return 0
 
 
 def _version(prog: str) -> str:
@@ -125,11 +59,12 @@ def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
             found.append(("WARN", f"provider {name}", missing))
             continue
         installed += 1
-        seen = _version(agents.program(name, settings)) if name in TESTED else "generic command"
-        ok = name not in TESTED or TESTED[name] in seen
+        tested = agents.tested_version(name)
+        seen = _version(agents.program(name, settings)) if tested else "generic command"
+        ok = not tested or tested in seen
         found.append(("OK" if ok else "WARN", f"provider {name}",
-                      seen + ("" if ok else f" (tested with {TESTED[name]}x)")))
-        login = auth.login_state(name, settings)
+                      seen + ("" if ok else f" (tested with {tested}x)")))
+        login = agents.login_state(name, settings)
         if login:
             found.append((login[0], f"login {name}", login[1]))
         usable += not login or login[0] == "OK"
@@ -180,25 +115,13 @@ def doctor(config: Config) -> int:
     return 1 if any(level == "FAIL" for level, _, _ in checks) else 0
 
 
-def main(command: str, argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     variables, args = split_variables(argv)
-    parser = argparse.ArgumentParser(prog=f"nightshift-tasks {command}")
-    if command == "status":
-        parser.add_argument("--last", type=int, metavar="N", help="the last N runs instead of today")
-    if command == "report":
-        parser.add_argument("--date", metavar="YYYY-MM-DD", help="that day's summary, not the last run")
-    opts = parser.parse_args(args)
-    if command == "report":
-        return show_report(opts.date)
+    argparse.ArgumentParser(prog="nightshift-tasks doctor").parse_args(args)
     try:
         config = open_config(variables.get("config"), Path(os.getcwd()))
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
-        if command == "doctor":
-            print("[FAIL] config: see above")
-            return 1
-        return EXIT_USAGE
-    if command == "doctor":
-        return doctor(config)
-    with storage.or_exit(config.state_db()):
-        return show_status(config, opts.last)
+        print("[FAIL] config: see above")
+        return 1
+    return doctor(config)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import budget, guard, state, storage
+from nightshift_tasks import agents, budget, guard, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.plan import provider_readings
 
@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     variables, args = split_variables(argv)
     parser = argparse.ArgumentParser(prog="nightshift-tasks budget",
                                      description="Provider budgets. Add config=PATH to pick a config.")
-    parser.add_argument("--provider", choices=["claude", "codex", "copilot", "command"])
+    parser.add_argument("--provider", choices=list(agents.PROVIDERS))
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args(args)
     try:

@@ -20,7 +20,6 @@ EXIT_EXISTS = 1
 EXIT_USAGE = 2
 MAX_DEPTH = 4  # ~/src/<org>/<group>/<repo>; deeper trees are rarely checkouts
 SKIP = {"node_modules", "vendor", "target", "build", "dist", "venv"}
-CLIS = ("claude", "codex", "copilot")
 
 
 def find_repos(root: Path) -> list[Path]:
@@ -66,7 +65,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="nightshift-tasks init", description=(
         f"Write a commented starting config to {xdg_config()} (or config=PATH), never over an "
         "existing one. It lists the git repositories under each DIR (none given: the example's "
-        "placeholders) and enables the agent CLIs (claude, codex, copilot) found on the PATH."))
+        f"placeholders) and enables the agent CLIs ({', '.join(agents.clis())}) found on the PATH."))
     parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR")
     opts = parser.parse_args(args)
     path = target(variables)
@@ -87,7 +86,7 @@ def main(argv: list[str]) -> int:
         return EXIT_EXISTS
     if repos:
         text = with_projects(text, repos, roots)
-    found = {name: agents.unavailable(name, {}) is None for name in CLIS}
+    found = {name: agents.unavailable(name, {}) is None for name in agents.clis()}
     text = with_providers(text, found)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as out:  # "x": never over a file made meanwhile
@@ -96,8 +95,9 @@ def main(argv: list[str]) -> int:
     print(f"wrote {path}")
     print(f"projects: {len(repos)} found" if repos else
           "projects: the example's placeholders; list your repositories under `projects:`")
-    print("agents: " + (", ".join(enabled) if enabled else "no claude, codex or copilot CLI on the PATH; "
-                        "install one, or set up providers.command"))
+    *others, last = agents.clis()
+    print("agents: " + (", ".join(enabled) if enabled else f"no {', '.join(others)} or {last} CLI on the "
+                        "PATH; install one, or set up providers.command"))
     print("next: nightshift-tasks list         # the plan for each project\n"
           "      nightshift-tasks run -n 3     # a run, at most 3 projects at once\n"
           "      nightshift-tasks cron install -n 3")

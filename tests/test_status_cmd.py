@@ -1,0 +1,50 @@
+"""`status`, `report` and `doctor` (commands/status.py, report.py, doctor.py), as a user runs
+them after a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+
+from tests.conftest import Env
+
+
+def command(env: Env, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nightshift_tasks", *args], cwd=env.tmp,
+                          env=env.environ(**extra), capture_output=True, text=True, timeout=120)
+
+
+def test_status_report_and_doctor(env: Env) -> None:
+    env.projects(["alpha"])
+    config = f"config={env.config}"
+    assert "nothing ran on" in command(env, "status", config).stdout
+    assert env.doit("run").returncode == 0
+    status = command(env, "status", config).stdout
+    assert "lint-fix" in status and "completed" in status and "command" in status
+    last = command(env, "status", "--last", "5", config).stdout.splitlines()
+    assert last[0].split()[:3] == ["run", "started", "took"] and len(last) == 3
+    shown = command(env, "report")
+    assert shown.returncode == 0 and shown.stdout.startswith("# Nightshift run ")
+    day = command(env, "report", "--date", str(date.today()))
+    assert day.stdout.startswith("# Nightshift summary ")
+    missing = command(env, "report", "--date", "1999-01-01")
+    assert missing.returncode == 1 and "no report at" in missing.stderr
+    doctor = command(env, "doctor", config)
+    lines = doctor.stdout.splitlines()
+    assert lines[0] == f"[OK] config: {env.config}"
+    assert "[OK] provider command: generic command" in lines
+    assert "[OK] run lock: free" in lines
+    assert doctor.returncode == 0
+
+
+def test_doctor_fails_without_a_usable_provider_or_config(env: Env) -> None:
+    env.projects(["alpha"])
+    env.write_config({"providers": {"preference": ["codex"], "command": {"enabled": False}}})
+    doctor = command(env, "doctor", f"config={env.config}", PATH="/usr/bin:/bin")
+    assert doctor.returncode == 1
+    assert "[WARN] provider codex: CLI not in PATH: codex" in doctor.stdout
+    assert "[FAIL] providers: no enabled provider has its CLI installed" in doctor.stdout
+    env.config.write_text("bogus: 1\n")
+    broken = command(env, "doctor", f"config={env.config}")
+    assert broken.returncode == 1 and "[FAIL] config" in broken.stdout
