@@ -5,6 +5,7 @@ workers update). Agent output never reaches the terminal, so nothing interleaves
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -40,13 +41,20 @@ class LiveLine:
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> None:
+        # doit forks its workers while this thread runs: a fork in the middle of its SQLite
+        # call or stream write would leave the worker a lock nobody releases. So the thread
+        # does both under self.lock, and a fork waits for it.
+        os.register_at_fork(before=self.lock.acquire, after_in_parent=self.lock.release,
+                            after_in_child=self.lock.release)
         self.thread.start()
 
     def _loop(self) -> None:
-        conn = state.connect(self.db_path)  # the thread's own: a connection stays in its thread
+        with self.lock:
+            conn = state.connect(self.db_path)  # the thread's own: it stays in its thread
         while not self.stopped.wait(REFRESH_SECONDS):
             try:
-                self.flight = in_flight(conn, self.run_id, state.now())
+                with self.lock:
+                    self.flight = in_flight(conn, self.run_id, state.now())
             except sqlite3.Error:  # a busy DB only skips one refresh
                 continue
             self.write("")
