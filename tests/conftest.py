@@ -4,11 +4,15 @@ the tests need beyond Python."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,3 +238,26 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 @pytest.fixture
 def overlap() -> Callable[[list[tuple[float, float]]], int]:
     return max_overlap
+
+
+def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, str]:
+    """A run on a real pseudo-terminal `columns` wide: its exit code and what it showed."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    environ = {k: v for k, v in env.environ(**extra).items() if k not in ("COLUMNS", "NO_COLOR")}
+    environ.update(extra, TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
+                             f"config={env.config}"], cwd=env.tmp, env=environ,
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the run ended and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), seen.decode(errors="replace").replace("\r\n", "\n")

@@ -195,17 +195,18 @@ done
 [ -n "$prompt" ] || prompt=$(cat)  # no -p: the prompt is on stdin
 printf '%s\n' "$prompt" >> "$RECORD.copilot"
 # Copilot's real failure output (1.0.102): its error first, then advice, on stderr, exit 1.
+advice="To authenticate, you can use any of the following methods:
+  • Start 'copilot' and run the '/login' command
+  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
+  • Run 'gh auth login' to authenticate with the GitHub CLI"
 case "$STANDIN_FAIL" in
   auth) cat >&2 <<'ERR'
 Error: No authentication information found.
 
 Copilot can be authenticated with GitHub using an OAuth Token or a Fine-Grained Personal Access Token.
 
-To authenticate, you can use any of the following methods:
-  • Start 'copilot' and run the '/login' command
-  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
-  • Run 'gh auth login' to authenticate with the GitHub CLI
 ERR
+    printf '%s\n' "$advice" >&2
     exit 1 ;;
   network) cat >&2 <<'ERR'
 Error: Authentication token found but could not be validated.
@@ -215,11 +216,8 @@ Error: Authentication token found but could not be validated.
 
 Your token may still be valid. Check your network connection and try again.
 
-To authenticate, you can use any of the following methods:
-  • Start 'copilot' and run the '/login' command
-  • Set the COPILOT_GITHUB_TOKEN, GH_TOKEN, or GITHUB_TOKEN environment variable
-  • Run 'gh auth login' to authenticate with the GitHub CLI
 ERR
+    printf '%s\n' "$advice" >&2
     exit 1 ;;
 esac
 case "$prompt" in

@@ -5,23 +5,19 @@ an interrupted run reports what its workers recorded once they stopped."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DODO, STATUSES, Env, summary_table
+from tests.conftest import DODO, STATUSES, Env, on_terminal, summary_table
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LONG = "a-project-whose-directory-name-is-rather-long"
@@ -75,29 +71,6 @@ def test_off_a_terminal_the_table_fits_80_columns_and_problems_are_listed_in_ful
 
 def yaml_projects(env: Env) -> list[dict[str, str]]:
     return [{"path": str(p)} for p in sorted((env.tmp / "repos").iterdir())]
-
-
-def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, str]:
-    """A run on a real pseudo-terminal `columns` wide: its exit code and what it showed."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    environ = {k: v for k, v in env.environ(**extra).items() if k not in ("COLUMNS", "NO_COLOR")}
-    environ.update(extra, TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
-                             f"config={env.config}"], cwd=env.tmp, env=environ,
-                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the run ended and closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    return proc.wait(timeout=60), seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 @pytest.mark.parametrize("no_color", ["", "1"], ids=["colour", "NO_COLOR"])
