@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from nightshift_tasks import git, state
+from nightshift_tasks.spec import TaskSpec
 
 KEPT = "refs/nightshift/kept"  # + /<branch>/<run id>: work that was not published
 
@@ -67,11 +67,11 @@ def _ours(worktree: git.Worktree, tip: str, last: tuple[str, bool] | None, base:
     return git.trailers_only(worktree, tip, base, slug)
 
 
-def decide(worktree: git.Worktree, conn: sqlite3.Connection, spec: dict[str, Any],
+def decide(worktree: git.Worktree, conn: sqlite3.Connection, spec: TaskSpec,
            branch: str, commit: str) -> Move | Left:
     """What becomes of `commit`, the task's new work on top of its base, on `branch`."""
-    path, slug, settings = spec["path"], spec["slug"], spec["publish"]
-    remote = None if settings["mode"] == "local" else settings["remote"]
+    path, slug, settings = spec.project.path, spec.slug, spec.run.publish
+    remote = None if settings.mode == "local" else settings.remote
     base, last = f"{commit}~1", recorded(conn, path, branch)
     local = git.tip(worktree, f"refs/heads/{branch}")
     tip = local if remote is None else git.remote_tip(worktree, remote, branch)

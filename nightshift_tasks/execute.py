@@ -1,6 +1,6 @@
 """The doit action for one (project, task): ledger transitions around the agent loop.
 
-It runs in a doit worker process, takes one plain dict (picklable, no fork needed) and
+It runs in a doit worker process, takes one TaskSpec (picklable, no fork needed) and
 never fails at the doit level: the outcome goes to the ledger and the returned values,
 so the project's next task and every other project carry on.
 """
@@ -28,6 +28,7 @@ from nightshift_tasks.process import (
     run_process,
 )
 from nightshift_tasks.prompts import TaskBrief
+from nightshift_tasks.spec import Candidate, TaskSpec
 
 LEASE_GRACE_SECONDS = 60.0
 
@@ -51,20 +52,20 @@ class ProviderAgent:
     """The agent of one task: retries transient failures with backoff and jitter, and fails
     over to the next provider for the rest of the project's chain on a hard limit."""
 
-    def __init__(self, spec: dict[str, Any], conn: sqlite3.Connection, chain_id: int,
+    def __init__(self, spec: TaskSpec, conn: sqlite3.Connection, chain_id: int,
                  log: Path) -> None:
         self.spec, self.conn, self.chain_id, self.log = spec, conn, chain_id, log
         self.attempt_id = 0  # set once the ledger row exists
-        self.cwd = spec["path"]  # the task's worktree, once it exists
-        self.candidates: list[dict[str, Any]] = spec["providers"]
-        names = [c["name"] for c in self.candidates]
+        self.cwd = spec.project.path  # the task's worktree, once it exists
+        self.candidates = spec.project.providers
+        names = [c.name for c in self.candidates]
         current = state.chain_provider(conn, chain_id)  # a fail-over earlier in the chain sticks
         self.index = names.index(current) if current in names else 0
         self.path = [names[self.index]]
 
     @property
     def provider(self) -> str:
-        return str(self.candidates[self.index]["name"])
+        return self.candidates[self.index].name
 
     def __call__(self, phase: str, prompt: str) -> str:
         while True:
@@ -88,13 +89,13 @@ class ProviderAgent:
         it must be skipped, if it can't. While other tasks' open reservations are all that
         stand in the way, wait for them to settle (at most the provider's timeout, and not
         past the time window)."""
-        pools = self.spec["pools"]
+        pools = self.spec.pools
         if pools is None:
             return None  # the budget is ignored
         cand, pool = self.candidates[self.index], pools[self.provider]
-        ask = budget.Ask(self.attempt_id, self.spec["run_id"], self.provider, pool["estimate"],
-                         pool["allowance"], os.getpid())
-        until, span = time.monotonic() + cand["timeout_s"], self.spec["window"]
+        ask = budget.Ask(self.attempt_id, self.spec.run.run_id, self.provider, pool.estimate,
+                         pool.allowance, os.getpid())
+        until, span = time.monotonic() + cand.timeout_s, self.spec.run.window
 
         def patience() -> bool:
             return time.monotonic() < until and (not span or window.is_open(span, state.now()))
@@ -113,40 +114,39 @@ class ProviderAgent:
         return (f"budget: needs ~{ask.estimate:,} tokens, {now.left(ask.allowance):,} left of "
                 f"{ask.allowance:,} ({self.provider}){held}")
 
-    def _with_retries(self, cand: dict[str, Any], phase: str, prompt: str) -> str:
-        settings = cand["settings"]
-        for attempt in range(settings["max_retries"] + 1):
+    def _with_retries(self, cand: Candidate, phase: str, prompt: str) -> str:
+        for attempt in range(cand.max_retries + 1):
             failure = self._once(cand, phase, prompt)
             if isinstance(failure, str):
                 return failure
             if failure.kind == "agent":
                 raise AgentFailure(f"{phase}: {failure.message}; see {self.log}")
-            if failure.kind in ("quota", "auth") or attempt == settings["max_retries"]:
-                raise ProviderExhausted(f"{cand['name']}: {failure.message}")
-            delay = cand["retry_delay_s"] * 2 ** attempt * random.uniform(0.5, 1.5)
+            if failure.kind in ("quota", "auth") or attempt == cand.max_retries:
+                raise ProviderExhausted(f"{cand.name}: {failure.message}")
+            delay = cand.retry_delay_s * 2 ** attempt * random.uniform(0.5, 1.5)
             if failure.reset_in is not None:
-                if failure.reset_in > cand["timeout_s"]:
-                    raise ProviderExhausted(f"{cand['name']}: {failure.message}")
+                if failure.reset_in > cand.timeout_s:
+                    raise ProviderExhausted(f"{cand.name}: {failure.message}")
                 delay = failure.reset_in
-            _note(self.log, f"{cand['name']} transient failure ({failure.message}); retry "
-                  f"{attempt + 1}/{settings['max_retries']} in {delay:.1f}s")
+            _note(self.log, f"{cand.name} transient failure ({failure.message}); retry "
+                  f"{attempt + 1}/{cand.max_retries} in {delay:.1f}s")
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    def _once(self, cand: dict[str, Any], phase: str, prompt: str) -> str | agents.Failure:
+    def _once(self, cand: Candidate, phase: str, prompt: str) -> str | agents.Failure:
         """One agent call: the reply text, or the classified failure."""
-        name, settings = cand["name"], cand["settings"]
+        name, settings = cand.name, cand.settings
         report = None  # the file the provider reports its usage in, if it does
         if agents.uses_usage_file(name):
             fd, report = tempfile.mkstemp(prefix="nightshift-usage-", suffix=".json")
             os.close(fd)
         started = state.now()
         try:
-            ttl = cand["timeout_s"] + LEASE_GRACE_SECONDS
+            ttl = cand.timeout_s + LEASE_GRACE_SECONDS
             with agents.invocation(name, settings, prompt, report) as call, leases.slot(
-                    self.conn, name, settings.get("max_concurrent"), ttl,
+                    self.conn, name, cand.max_concurrent, ttl,
                     lambda text: _note(self.log, text)):
-                result = run_process(call.argv, self.cwd, cand["timeout_s"],
+                result = run_process(call.argv, self.cwd, cand.timeout_s,
                                      agents.agent_env(name, usage_file=report), stdin=call.stdin,
                                      started=lambda pgid: state.set_agent_pgid(
                                          self.conn, self.attempt_id, pgid, f"{phase} via {name}"))
@@ -157,12 +157,12 @@ class ProviderAgent:
             if report:
                 with contextlib.suppress(OSError):  # the agent may have removed it
                     os.unlink(report)
-        level = self.spec["log_level"]
+        level = self.spec.run.log_level
         if level == "debug":
             _note(self.log, f"{phase} prompt:\n{prompt}")
         output = level in ("debug", "info") or not result.ok
         done = append_log(self.log, f"{phase} via {name}", result, output)
-        print(f"   {self.spec['project']}:{self.spec['slug']} {done}", flush=True)  # seen at -v 2
+        print(f"   {self.spec.project.name}:{self.spec.slug} {done}", flush=True)  # seen at -v 2
         reply = agents.parse_reply(name, result.stdout, usage_text)
         unknown = None if result.error else reply.usage_unknown  # nothing ran: it used nothing
         if unknown:
@@ -175,40 +175,40 @@ class ProviderAgent:
         return failure or reply.text
 
     @staticmethod
-    def _classify(cand: dict[str, Any], result: ProcResult, reply: agents.Reply) -> agents.Failure:
+    def _classify(cand: Candidate, result: ProcResult, reply: agents.Reply) -> agents.Failure:
         if result.error:
             return agents.Failure("agent", result.error)
         if result.timed_out:
-            return agents.Failure("agent", f"timed out after {cand['timeout_s']:g}s "
+            return agents.Failure("agent", f"timed out after {cand.timeout_s:g}s "
                                   "(process group stopped)")
         output = reply.error or result.stderr.strip() or result.stdout.strip()
-        failure = agents.classify(cand["name"], output, reply.status)
+        failure = agents.classify(cand.name, output, reply.status)
         if reply.error or result.exit_code == 0:
             return failure
         return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
 
 
-def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: ProviderAgent,
+def _in_worktree(spec: TaskSpec, conn: sqlite3.Connection, agent: ProviderAgent,
                  brief: TaskBrief, log: Path) -> tuple[LoopResult, publish.Published | None]:
     """The loop in a fresh worktree of the task's branch, then publishing a passed review.
 
     The worktree goes away afterwards; the branch stays.
     """
-    settings, path = spec["publish"], spec["path"]
+    settings, path = spec.run.publish, spec.project.path
     started = state.now()
-    if settings["mode"] != "local":
-        git.git(path, "fetch", "--quiet", settings["remote"], check=False)
-    base, label = git.base_commit(path, spec["base_branch"], settings["remote"])
-    worktree = Path(spec["worktrees_dir"]) / f"{spec['project']}--{spec['slug']}--{os.getpid()}"
+    if settings.mode != "local":
+        git.git(path, "fetch", "--quiet", settings.remote, check=False)
+    base, label = git.base_commit(path, spec.project.base_branch, settings.remote)
+    worktree = Path(spec.run.worktrees_dir) / f"{spec.project.name}--{spec.slug}--{os.getpid()}"
     box = git.add_worktree(path, worktree, base)
     agent.cwd = str(worktree)
     try:
         result = run_loop(agent, brief)
         if result.status != "completed":
             return result, None  # failed or abandoned work publishes nothing
-        meta = {"task-id": f"{spec['slug']}:{path}", "task-type": spec["slug"],
-                "task-title": spec["name"], "provider": agent.provider,
-                "cost-tier": spec["cost_label"], "branch": publish.branch_name(spec),
+        meta = {"task-id": f"{spec.slug}:{path}", "task-type": spec.slug,
+                "task-title": spec.name, "provider": agent.provider,
+                "cost-tier": spec.cost_label, "branch": publish.branch_name(spec),
                 "base": label, "iterations": result.iterations,
                 "duration": f"{(state.now() - started).total_seconds():.0f}s",
                 "run-started": state.stamp(started),
@@ -224,40 +224,41 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
         git.remove_worktree(path, worktree)
 
 
-def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+def run_task(spec: TaskSpec) -> dict[str, Any]:
     """The doit action. A storage fault that keeps even the outcome out of the ledger (a
     full disk, a database locked past budget.db_lock_wait) comes back as a failed result
     with its one line under "storage", for the reporter: never a traceback."""
     try:
         return _run_task(spec)
     except (OSError, sqlite3.Error, storage.StorageError) as exc:
-        fault = storage.describe(exc, Path(spec["db_path"]))
+        fault = storage.describe(exc, Path(spec.run.db_path))
         if fault is None:
             raise
-        return {"status": "failed", "provider": spec["providers"][0]["name"], "error": str(fault),
+        return {"status": "failed", "provider": spec.project.providers[0].name, "error": str(fault),
                 "storage": str(fault)}
 
 
-def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
+def _run_task(spec: TaskSpec) -> dict[str, Any]:
     """Run one task through plan -> implement -> review and record every transition."""
     interrupt_on_term()
     die_with_parent()
     started = time.monotonic()
     day = date.today().isoformat()
-    log = Path(spec["log_dir"]) / day / f"{spec['project']}--{spec['slug']}--{spec['run_id']}.log"
+    run, project = spec.run, spec.project
+    log = Path(run.log_dir) / day / f"{project.name}--{spec.slug}--{run.run_id}.log"
     storage.private_file(log)
-    conn = state.connect(Path(spec["db_path"]), spec["db_lock_wait"])
+    conn = state.connect(Path(run.db_path), run.db_lock_wait)
     fault = None
     try:
-        chain_id = state.open_chain(conn, spec["path"], day, spec["chain"],
-                                    spec["providers"][0]["name"], spec["run_id"])
+        chain_id = state.open_chain(conn, project.path, day, list(project.chain),
+                                    project.providers[0].name, run.run_id)
         agent = ProviderAgent(spec, conn, chain_id, log)
         attempt = agent.attempt_id = state.start_attempt(
-            conn, chain_id, spec["run_id"], spec["path"], spec["slug"], agent.provider, os.getpid(),
+            conn, chain_id, run.run_id, project.path, spec.slug, agent.provider, os.getpid(),
             str(log))
-        brief = TaskBrief(spec["slug"], spec["name"], spec["description"], spec["project"],
-                          spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
-        span = spec["window"]
+        brief = TaskBrief(spec.slug, spec.name, spec.description, project.name, project.path,
+                          project.notes, spec.sources)
+        span = run.window
         reason = (f"the time window {window.describe(span)} closed before this task could start"
                   if span and not window.is_open(span, state.now())
                   else publish.preflight(spec, conn, attempt))
@@ -275,7 +276,7 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
         except Exception as exc:  # a bug of ours must not stop the chain, nor a full disk
-            fault = storage.describe(exc, Path(spec["db_path"]))
+            fault = storage.describe(exc, Path(run.db_path))
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
@@ -287,8 +288,8 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()
-    overran = bool(spec["window"]) and result.status != "skipped" and not window.is_open(
-        spec["window"], state.now())
+    overran = run.window is not None and result.status != "skipped" and not window.is_open(
+        run.window, state.now())
     return {"status": result.status, "provider": "→".join(agent.path), "overran": overran,
             "iterations": result.iterations, "error": result.error, "log": str(log),
             "published": published.note if published else "", "storage": str(fault or ""),

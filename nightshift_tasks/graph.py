@@ -15,7 +15,7 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, shutdown, state, storage, summary
+from nightshift_tasks import execute, guard, shutdown, spec, state, storage, summary
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
@@ -150,50 +150,63 @@ class Explanation(dict[str, list[str]]):
         return "\n" + "\n".join(self["selection"])
 
 
-def _candidate(engine: Engine, name: str) -> dict[str, Any]:
-    settings = dict(engine.config.section("providers")[name])
-    return {"name": name, "settings": settings, "timeout_s": parse_duration(settings["timeout"]),
-            "retry_delay_s": parse_duration(settings["retry_delay"])}
+def _candidate(engine: Engine, name: str) -> spec.Candidate:
+    settings = engine.config.section("providers")[name]
+    return spec.Candidate(name, spec.Section(settings), parse_duration(settings["timeout"]),
+                          parse_duration(settings["retry_delay"]), settings["max_retries"],
+                          settings.get("max_concurrent"))
 
 
-def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, Any]:
-    """The action's single argument: plain data, so it pickles under any start method."""
+def run_spec(engine: Engine) -> spec.RunSpec:
+    """What every task of the run shares (built once, like the engine)."""
+    home, publish = nightshift_home(), engine.config.section("publish")
+    span, owners = engine.config.section("schedule").get("window"), publish.get("allowed_owners")
+    return spec.RunSpec(
+        run_id=engine.run_id,
+        db_path=str(engine.db_path),
+        db_lock_wait=engine.config.db_lock_wait(),
+        log_dir=str(engine.log_dir),
+        worktrees_dir=str(home / "worktrees"),
+        reports_dir=str(home / "reports"),
+        window=None if engine.options.ignore_window or not span else spec.Section(span),
+        log_level=engine.config.section("logging")["level"],
+        publish=spec.PublishSettings(
+            mode=publish["mode"], remote=publish["remote"], branch_prefix=publish["branch_prefix"],
+            analysis=publish["analysis"], max_open_prs_per_project=publish["max_open_prs_per_project"],
+            max_prs_per_hour=publish["max_prs_per_hour"],
+            allowed_owners=None if owners is None else tuple(owners)))
+
+
+def project_spec(engine: Engine, project: ProjectPlan,
+                 candidates: dict[str, spec.Candidate]) -> spec.ProjectSpec:
+    """What a project's tasks share; `candidates` keeps each provider's, built once a run."""
     providers = [p for p in [project.provider, *project.fallbacks] if p]
-    home = nightshift_home()
-    return {
-        "run_id": engine.run_id,
-        "db_path": str(engine.db_path),
-        "db_lock_wait": engine.config.db_lock_wait(),
-        "log_dir": str(engine.log_dir),
-        "project": project.name,
-        "path": project.path,
-        "slug": task.slug,
-        "name": task.name,
-        "description": task.description,
-        "chain": list(project.tasks),
-        "providers": [_candidate(engine, name) for name in providers],
-        "notes": list(project.notes),
-        "sources": project.sources.get(task.slug, []),
-        "category": task.category,
-        "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
-        "publish": engine.config.section("publish"),
-        "base_branch": project.base_branch,
-        "worktrees_dir": str(home / "worktrees"),
-        "reports_dir": str(home / "reports"),
-        "window": None if engine.options.ignore_window else engine.config.section("schedule").get("window"),
-        "log_level": engine.config.section("logging")["level"],
-        # Per candidate provider (none when the budget is ignored): the task reserves its
-        # estimate from the provider it runs on, again when it fails over.
-        "pools": None if project.allowance is None else {
-            name: {"allowance": pool.allowance, "estimate": pool.estimates[task.slug]}
-            for name, pool in project.pools.items()},
-    }
+    for name in providers:
+        if name not in candidates:
+            candidates[name] = _candidate(engine, name)
+    return spec.ProjectSpec(project.name, project.path, tuple(project.tasks),
+                            tuple(candidates[name] for name in providers), tuple(project.notes),
+                            project.base_branch)
+
+
+def task_spec(run: spec.RunSpec, project: ProjectPlan, shared: spec.ProjectSpec,
+              task: TaskDef) -> spec.TaskSpec:
+    """The action's single argument: frozen and typed, so it pickles under any start method."""
+    return spec.TaskSpec(
+        run=run, project=shared, slug=task.slug, name=task.name, description=task.description,
+        category=task.category, cost_label=catalog_data()["cost_tiers"][task.cost]["label"],
+        sources=tuple(project.sources.get(task.slug, [])),
+        pools=None if project.allowance is None else {
+            name: spec.BudgetPool(pool.allowance, pool.estimates[task.slug])
+            for name, pool in project.pools.items()})
 
 
 def task_projects() -> Iterator[dict[str, Any]]:
     """One group task per project, one chained subtask per planned maintenance task."""
     engine = load_engine()
     by_slug = {t.slug: t for t in engine.catalog}
+    run = run_spec(engine)
+    candidates: dict[str, spec.Candidate] = {}
     forced = engine.options.force_task is not None  # task=<slug> bypasses the daily guard
     for project in engine.plan.projects:
         yield {"basename": project.name, "name": None, "doc": project.doc(),
@@ -201,6 +214,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
                                                                    tuple(project.tasks))]}
         previous: str | None = None
+        shared = project_spec(engine, project, candidates)
         for slug in project.tasks:
             task = by_slug.get(slug)
             if task is None:  # a resumed chain naming a task that has since left the config
@@ -209,7 +223,7 @@ def task_projects() -> Iterator[dict[str, Any]]:
                 "basename": project.name,
                 "name": slug,
                 "doc": task.name,
-                "actions": [(execute.run_task, [task_spec(engine, project, task)])],
+                "actions": [(execute.run_task, [task_spec(run, project, shared, task)])],
                 "task_dep": [previous] if previous else [],
                 "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
                                                                     (slug,))],

@@ -21,6 +21,7 @@ from nightshift_tasks import branches, git, state, storage
 from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
 from nightshift_tasks.process import alive
+from nightshift_tasks.spec import TaskSpec
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
 MAX_REPORT_BYTES = 1 << 20
@@ -55,35 +56,35 @@ def gh(cwd: str | Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def branch_name(spec: dict[str, Any]) -> str:
-    return f"{spec['publish']['branch_prefix']}{spec['slug']}"
+def branch_name(spec: TaskSpec) -> str:
+    return f"{spec.run.publish.branch_prefix}{spec.slug}"
 
 
-def reports_only(spec: dict[str, Any]) -> bool:
-    return spec["category"] in REPORT_CATEGORIES and spec["publish"]["analysis"] == "report"
+def reports_only(spec: TaskSpec) -> bool:
+    return spec.category in REPORT_CATEGORIES and spec.run.publish.analysis == "report"
 
 
-def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> str | None:
+def preflight(spec: TaskSpec, conn: sqlite3.Connection, attempt: int) -> str | None:
     """Why the task must not even start (remote not ours, a PR cap reached), or None; a task
     that may open a PR holds a PR slot from here on (release_slot gives it back).
 
     Checked before any token is spent.
     """
-    settings, path = spec["publish"], spec["path"]
-    if settings["mode"] == "local" or reports_only(spec):
+    settings, path = spec.run.publish, spec.project.path
+    if settings.mode == "local" or reports_only(spec):
         return None
-    owner = git.remote_owner(path, settings["remote"])
-    allowed = settings.get("allowed_owners")
+    owner = git.remote_owner(path, settings.remote)
+    allowed = settings.allowed_owners
     if allowed is None:
         try:
-            allowed = [gh(path, "api", "user", "--jq", ".login")]
+            allowed = (gh(path, "api", "user", "--jq", ".login"),)
         except PublishError as exc:
             return f"publish: cannot tell who you are on GitHub ({exc}); set publish.allowed_owners"
     if owner not in allowed:
-        return (f"publish: refusing to push to {settings['remote']} owned by {owner or 'unknown'}; "
+        return (f"publish: refusing to push to {settings.remote} owned by {owner or 'unknown'}; "
                 f"allowed: {', '.join(allowed)}. Add the owner to publish.allowed_owners, or use "
                 "publish.mode: local")
-    if settings["mode"] != "pr":
+    if settings.mode != "pr":
         return None
     listed_at = state.stamp(state.now())
     try:
@@ -91,18 +92,18 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> s
             path, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
     except (PublishError, ValueError, KeyError, TypeError) as exc:
         return f"publish: cannot list open PRs: {exc}"
-    ours = {b for b in heads if b.startswith(settings["branch_prefix"])}
+    ours = {b for b in heads if b.startswith(settings.branch_prefix)}
     if branch_name(spec) in ours:
         return None  # updating its PR adds none
     return _take_slot(spec, conn, attempt, ours, listed_at)
 
 
-def _take_slot(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int, ours: set[str],
+def _take_slot(spec: TaskSpec, conn: sqlite3.Connection, attempt: int, ours: set[str],
                listed_at: str) -> str | None:
     """Count the PRs opened and being opened, and take a slot if one is free, in one write
     transaction: parallel workers cannot all see the last slot free. A slot of a process
     that died is free again."""
-    settings, path = spec["publish"], spec["path"]
+    settings, path = spec.run.publish, spec.project.path
     hour_ago = state.stamp(state.now() - timedelta(hours=1))
     with state.write(conn):
         rows = conn.execute("SELECT project_path, branch, action, at, pid FROM prs WHERE "
@@ -113,11 +114,11 @@ def _take_slot(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int, our
         since = [r for r in rows if r["action"] == "created" and r["at"] >= listed_at]
         # PRs opened since the list was taken count from the ledger.
         project = ours | {r["branch"] for r in held + since if r["project_path"] == path}
-        if len(project) >= settings["max_open_prs_per_project"]:
-            return (f"publish.max_open_prs_per_project ({settings['max_open_prs_per_project']}) "
+        if len(project) >= settings.max_open_prs_per_project:
+            return (f"publish.max_open_prs_per_project ({settings.max_open_prs_per_project}) "
                     f"reached: {len(project)} open nightshift PR(s)")
-        if opened + len(held) >= settings["max_prs_per_hour"]:
-            return (f"publish.max_prs_per_hour ({settings['max_prs_per_hour']}) reached: {opened} "
+        if opened + len(held) >= settings.max_prs_per_hour:
+            return (f"publish.max_prs_per_hour ({settings.max_prs_per_hour}) reached: {opened} "
                     "opened in the last hour" + (f" and {len(held)} being opened" if held else ""))
         conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, pid) "
                      "VALUES (?, ?, '', 'reserved', ?, ?, ?)",
@@ -160,14 +161,14 @@ def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:
             return fh.read(limit)
 
 
-def save_report(spec: dict[str, Any], worktree: Path, result: LoopResult) -> Path:
+def save_report(spec: TaskSpec, worktree: Path, result: LoopResult) -> Path:
     """The findings: the report the agent wrote in the worktree (at most MAX_REPORT_BYTES),
     else its reply."""
-    target: Path = Path(spec["reports_dir"]) / spec["project"] / f"{spec['slug']}-{date.today()}.md"
+    target = Path(spec.run.reports_dir) / spec.project.name / f"{spec.slug}-{date.today()}.md"
     storage.private_file(target)  # later writes keep the mode: reports are the user's alone
-    fallback = f"# {spec['name']}: {spec['project']}\n\n{result.summary}\n"
+    fallback = f"# {spec.name}: {spec.project.name}\n\n{result.summary}\n"
     try:
-        written = read_inside(worktree, (".nightshift", "reports", f"{spec['slug']}.md"),
+        written = read_inside(worktree, (".nightshift", "reports", f"{spec.slug}.md"),
                               MAX_REPORT_BYTES + 1)
     except OSError as exc:
         written = None
@@ -181,13 +182,13 @@ def save_report(spec: dict[str, Any], worktree: Path, result: LoopResult) -> Pat
     return target
 
 
-def commit_message(spec: dict[str, Any], result: LoopResult) -> str:
+def commit_message(spec: TaskSpec, result: LoopResult) -> str:
     body = result.plan.strip() or result.summary.strip()
-    return (f"nightshift: {spec['name']}\n\n{body[:2000]}\n\n"
-            f"Nightshift-Task: {spec['slug']}\nNightshift-Run: {spec['run_id']}\n")
+    return (f"nightshift: {spec.name}\n\n{body[:2000]}\n\n"
+            f"Nightshift-Task: {spec.slug}\nNightshift-Run: {spec.run.run_id}\n")
 
 
-def pr_body(spec: dict[str, Any], result: LoopResult, meta: dict[str, Any]) -> str:
+def pr_body(spec: TaskSpec, result: LoopResult, meta: dict[str, Any]) -> str:
     block = "\n".join(f"{k}: {v}" for k, v in meta.items())
     return (f"{result.summary.strip()}\n\n**Review:** passed after {result.iterations} "
             f"iteration(s). {result.review.strip()[:1500]}\n\n**Measured usage:** "
@@ -195,8 +196,8 @@ def pr_body(spec: dict[str, Any], result: LoopResult, meta: dict[str, Any]) -> s
             "nightshift:metadata -->\n")
 
 
-def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str, body: str) -> str:
-    path, branch = spec["path"], branch_name(spec)
+def open_or_update_pr(spec: TaskSpec, conn: sqlite3.Connection, base: str, body: str) -> str:
+    path, branch = spec.project.path, branch_name(spec)
     existing = json.loads(gh(path, "pr", "list", "--head", branch, "--state", "open", "--json",
                              "number,url"))
     if existing:
@@ -204,7 +205,7 @@ def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str,
         url, action = str(existing[0]["url"]), "updated"
     else:
         url = gh(path, "pr", "create", "--head", branch, "--base", base,
-                 "--title", f"nightshift: {spec['name']}", "--body", body).splitlines()[-1]
+                 "--title", f"nightshift: {spec.name}", "--body", body).splitlines()[-1]
         action = "created"
     with state.write(conn):  # the slot this process took for the PR becomes the PR
         conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND pid = ?",
@@ -214,23 +215,23 @@ def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str,
     return f"PR {action}: {url}"
 
 
-def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, base: str,
+def publish(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, base: str,
             result: LoopResult, meta: dict[str, Any]) -> Published:
     """Only for a completed task (its review passed), and only if the agent left alone the
     files that steer git."""
-    settings, branch = spec["publish"], branch_name(spec)
+    settings, branch = spec.run.publish, branch_name(spec)
     changed = worktree.tampered()
     if changed:
         raise Refused(f"publish refused: the agent changed {changed}")
     report = None
-    if spec["category"] in REPORT_CATEGORIES:
+    if spec.category in REPORT_CATEGORIES:
         report = save_report(spec, worktree.path, result)
         if reports_only(spec):
             return Published(f"report: {report}", str(report))
     if not git.has_changes(worktree):
         return Published("no changes", str(report) if report else None)
     commit = git.commit(worktree, commit_message(spec, result))
-    kept = f"{branches.KEPT}/{branch}/{spec['run_id']}"
+    kept = f"{branches.KEPT}/{branch}/{spec.run.run_id}"
     git.set_ref(worktree, kept, commit, "")  # the work is safe before any branch is looked at
     try:
         move = _place(spec, conn, worktree, branch, commit)
@@ -244,16 +245,16 @@ def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktr
     git.delete_ref(worktree, kept)
     on_top = "" if move.own else " on top of commits not made by nightshift"
     note = f"committed {move.new[:10]} on {branch}{on_top}"
-    if settings["mode"] == "local":
+    if settings.mode == "local":
         return Published(note, branch)
-    if settings["mode"] == "push":
+    if settings.mode == "push":
         return Published(f"{note}, pushed", branch)
-    pr = open_or_update_pr(spec, conn, base.removeprefix(f"{settings['remote']}/"),
+    pr = open_or_update_pr(spec, conn, base.removeprefix(f"{settings.remote}/"),
                            pr_body(spec, result, meta))
     return Published(f"{note}; {pr}", pr.split(": ", 1)[1])
 
 
-def _place(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, branch: str,
+def _place(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, branch: str,
            commit: str) -> branches.Move | branches.Left:
     """Put the task's commit on its branch, and push it, unless that would move a branch
     checked out somewhere or overwrite commits not made by nightshift."""
@@ -263,8 +264,8 @@ def _place(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktre
     move = branches.decide(worktree, conn, spec, branch, commit)
     if isinstance(move, branches.Left):
         return move
-    if spec["publish"]["mode"] != "local":
-        git.push(worktree, spec["publish"]["remote"], branch, move.new, move.lease)
-    branches.record(conn, spec["path"], branch, move)
+    if spec.run.publish.mode != "local":
+        git.push(worktree, spec.run.publish.remote, branch, move.new, move.lease)
+    branches.record(conn, spec.project.path, branch, move)
     git.set_ref(worktree, f"refs/heads/{branch}", move.new, move.local)
     return move

@@ -5,12 +5,13 @@ start > end spans midnight (22:00-06:00); the end is exclusive; start == end is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
-def zone(window: dict[str, Any]) -> ZoneInfo | None:
+def zone(window: Mapping[str, Any]) -> ZoneInfo | None:
     name = window.get("timezone")
     return ZoneInfo(name) if name else None
 
@@ -28,7 +29,7 @@ def _clock(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def is_open(window: dict[str, Any], at: datetime) -> bool:
+def is_open(window: Mapping[str, Any], at: datetime) -> bool:
     local = at.astimezone(zone(window))
     start, end, now = _clock(window["start"]), _clock(window["end"]), local.time()
     if start < end:
@@ -36,7 +37,7 @@ def is_open(window: dict[str, Any], at: datetime) -> bool:
     return start > end and (now >= start or now < end)
 
 
-def next_open(window: dict[str, Any], at: datetime) -> datetime:
+def next_open(window: Mapping[str, Any], at: datetime) -> datetime:
     """When the window next opens (at a whole minute), in its own time zone."""
     local = at.astimezone(zone(window))
     start = _clock(window["start"])
@@ -44,5 +45,5 @@ def next_open(window: dict[str, Any], at: datetime) -> datetime:
     return candidate if candidate > local else candidate + timedelta(days=1)
 
 
-def describe(window: dict[str, Any]) -> str:
+def describe(window: Mapping[str, Any]) -> str:
     return f"{window['start']}-{window['end']} ({window.get('timezone') or 'local time'})"

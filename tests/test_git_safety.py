@@ -17,6 +17,7 @@ import pytest
 from nightshift_tasks import git as ngit
 from nightshift_tasks.loop import LoopResult
 from nightshift_tasks.publish import MAX_REPORT_BYTES, read_inside, save_report
+from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env
 
 # Wraps the fake agent: in the implement phase it first does what $HOSTILE names.
@@ -241,7 +242,9 @@ def test_a_huge_report_is_cut(tmp_path: Path) -> None:
     reports = tmp_path / "wt" / ".nightshift" / "reports"
     reports.mkdir(parents=True)
     (reports / "dead-code.md").write_bytes(b"x" * (MAX_REPORT_BYTES * 3))
-    spec = {"reports_dir": str(tmp_path / "out"), "project": "alpha", "slug": "dead-code",
-            "name": "Dead Code Detector"}
+    run = RunSpec("run", "", 0.0, "", "", str(tmp_path / "out"), None, "info",
+                  PublishSettings("local", "origin", "nightshift/", "report", 3, 10, None))
+    spec = TaskSpec(run, ProjectSpec("alpha", str(tmp_path), ("dead-code",), (), (), None),
+                    "dead-code", "Dead Code Detector", "", "analysis", "low", (), None)
     saved = save_report(spec, tmp_path / "wt", LoopResult("completed", 1, summary="s"))
     assert saved.read_bytes() == b"x" * MAX_REPORT_BYTES + b"\n\n(cut short by nightshift)\n"
