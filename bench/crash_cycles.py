@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from tabulate import tabulate  # noqa: E402
 
-from nightshift_tasks.process import SHUTDOWN_SECONDS  # noqa: E402
+from nightshift_tasks.signals import SHUTDOWN_SECONDS  # noqa: E402
 from tests.conftest import FAKE_AGENT, Env  # noqa: E402
 from tests.crashes import escaping_agent, ledger_problems, signalled_run  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config
-from nightshift_tasks.plan import Options, Plan
+from nightshift_tasks.plan_data import Options, Plan
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,9 @@ from typing import Any
 
 from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
-from nightshift_tasks.process import (
-    ProcResult,
-    append_log,
-    die_with_parent,
-    interrupt_on_term,
-    run_process,
-)
+from nightshift_tasks.process import ProcResult, append_log, run_process
 from nightshift_tasks.prompts import TaskBrief
+from nightshift_tasks.signals import die_with_parent, interrupt_on_term
 from nightshift_tasks.spec import Candidate, TaskSpec
 
 LEASE_GRACE_SECONDS = 60.0

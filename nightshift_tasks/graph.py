@@ -21,7 +21,8 @@ from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home, pin_home
-from nightshift_tasks.plan import Options, Plan, ProjectPlan, build_plan
+from nightshift_tasks.plan import build_plan
+from nightshift_tasks.plan_data import Options, Plan, ProjectPlan
 
 EXIT_CONFIG = 2
 # The name doit loads task_projects under. A creator that yields nothing (no projects) is

@@ -1,4 +1,5 @@
-"""Per project: which provider, which tasks and why, or why it is skipped. Pure data.
+"""Computes the plan (plan_data.py): per project, which provider and which tasks, from the
+config, the catalogue, the ledger, each provider's usage and the project's own files.
 
 This is the only place the plan is computed; `doit list`, `doit info` and `doit run` all
 show it.
@@ -8,98 +9,21 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from nightshift_tasks import agents, budget, git, state, window
 from nightshift_tasks.catalog import TaskDef
-from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
+from nightshift_tasks.config import Config, ConfigError
 from nightshift_tasks.context import read_context
-from nightshift_tasks.paths import PROJECT_CONFIG
+from nightshift_tasks.plan_data import Options, Plan, Pool, ProjectPlan
+from nightshift_tasks.project_config import project_data
 from nightshift_tasks.projects import ProjectRef, resolve_projects
 from nightshift_tasks.prompts import PROJECT_RULES, bounded
 from nightshift_tasks.select import Decision, Signals, TaskRules, estimate, none_picked_reason, select_tasks
 from nightshift_tasks.sources import Sources, gather
 from nightshift_tasks.usage import Reading, read_usage
-
-
-@dataclass(frozen=True)
-class Options:
-    """Command-line variables of one run: task=<slug>, random_task=1, ignore_budget=1,
-    sources=0/1 (whether `gh` and `td` are asked; by default by every command but `list`)."""
-
-    force_task: str | None = None
-    random_task: bool = False
-    ignore_budget: bool = False
-    ignore_window: bool = False
-    ask_sources: bool = True
-
-
-@dataclass(frozen=True)
-class Pool:
-    """One candidate provider's allowance for the run, and what each task reserves from it."""
-
-    allowance: int
-    estimates: dict[str, int]  # slug -> tokens
-
-
-@dataclass(frozen=True)
-class ProjectPlan:
-    name: str
-    path: str
-    provider: str | None
-    tasks: list[str]
-    skip_reason: str | None = None
-    fallbacks: list[str] = field(default_factory=list)  # next providers in preference order
-    base_branch: str | None = None
-    done: list[str] = field(default_factory=list)  # tasks already finished in today's chain
-    retried: dict[str, str] = field(default_factory=dict)  # slug -> how it ended, run again
-    decisions: list[Decision] = field(default_factory=list)
-    allowance: int | None = None  # the planned provider's allowance (None: budget ignored)
-    pools: dict[str, Pool] = field(default_factory=dict)  # per candidate provider: a task
-    # reserves from the pool of the provider it runs on, fail-over included
-    notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
-    sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def finished_today(self) -> bool:
-        return bool(self.tasks) and set(self.tasks) <= set(self.done)
-
-    def doc(self) -> str:
-        """The one line `doit list` shows for the project."""
-        if self.skip_reason:
-            return f"skipped: {self.skip_reason}"
-        line = f"{', '.join(self.tasks)} via {self.provider}"
-        if self.finished_today:
-            return f"{line} (done today; `doit run -a {self.name}` forces it)"
-        last = "".join(f"; last run {slug} {how}" for slug, how in self.retried.items())
-        if self.done or last:
-            return f"{line} (resuming: {len(self.done)}/{len(self.tasks)} done today{last})"
-        return line
-
-    def explain(self) -> list[str]:
-        """What `doit info <project>` shows: every catalogue task and why."""
-        budget_note = f", allowance {self.allowance:,} tokens" if self.allowance is not None else ""
-        lines = [f"{self.path} (provider {self.provider or '-'}{budget_note})"]
-        if self.skip_reason:
-            lines.append(f"skipped: {self.skip_reason}")
-        if not self.decisions and self.tasks:
-            lines.append(f"today's chain, planned by an earlier run: {', '.join(self.tasks)}")
-        for d in self.decisions:
-            verdict = "picked" if d.picked else "not picked"
-            why = f"score {d.breakdown}" + (f"; {d.reason}" if d.reason else "")
-            lines.append(f"  {verdict:<10} {d.slug:<22} {why}")
-        lines += [f"warning: {w}" for w in self.warnings]
-        return lines
-
-
-@dataclass(frozen=True)
-class Plan:
-    projects: list[ProjectPlan]
-    allowances: dict[str, budget.Allowance] = field(default_factory=dict)
 
 
 def usable_providers(data: dict[str, Any], allowances: dict[str, budget.Allowance],
@@ -137,15 +61,6 @@ def _rules(data: dict[str, Any], ref: ProjectRef) -> TaskRules:
     return TaskRules(enabled=ref.tasks if ref.tasks is not None else tasks["enabled"],
                      disabled=tasks["disabled"], priorities=tasks["priorities"],
                      intervals=tasks["intervals"], max_tasks=data["schedule"]["max_tasks"])
-
-
-def project_data(config: Config, ref: ProjectRef, slugs: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The config as it applies to one project: its own nightshift.yaml merged over the main one."""
-    path = Path(ref.config or Path(ref.path) / PROJECT_CONFIG)
-    if not path.is_file() or path.resolve() == config.path.resolve():
-        return config.data, []
-    override, notes = load_project_override(path, slugs)
-    return merged(config.data, override), notes
 
 
 def invalid_project_config(ref: ProjectRef, lines: list[str]) -> ProjectPlan:

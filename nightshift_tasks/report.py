@@ -13,7 +13,7 @@ from typing import Any
 
 from nightshift_tasks import budget, storage
 from nightshift_tasks.durations import format_duration
-from nightshift_tasks.plan import Plan
+from nightshift_tasks.plan_data import Plan
 
 SECTIONS = (("completed", "Completed"), ("failed", "Failed"), ("abandoned", "Abandoned"),
             ("skipped", "Skipped"), ("interrupted", "Interrupted"))

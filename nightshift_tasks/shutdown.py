@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
-from nightshift_tasks import process, runlock
+from nightshift_tasks import process, runlock, signals
 from nightshift_tasks.durations import format_duration, parse_duration
 
 if TYPE_CHECKING:  # config pulls in jsonschema: too slow before the handlers are on
@@ -49,9 +49,9 @@ def guard_main() -> None:
     if _main_pid == os.getpid():
         return
     _main_pid = os.getpid()
-    process.set_phase("loading")
-    process.interrupt_on_term()
-    process.become_subreaper()  # a killed worker's agents come to us, not to init
+    signals.set_phase("loading")
+    signals.interrupt_on_term()
+    signals.become_subreaper()  # a killed worker's agents come to us, not to init
     sys.excepthook = _excepthook
     atexit.register(_at_exit)
     os.register_at_fork(before=_before_fork, after_in_child=_in_new_worker)
@@ -62,11 +62,11 @@ def _excepthook(kind: type[BaseException], value: BaseException,
                 tb: TracebackType | None) -> None:
     """A signal's KeyboardInterrupt that escaped doit (it landed in doit's own bookkeeping
     between tasks): exit 130 like every other interrupted run, not -2 with a traceback."""
-    if issubclass(kind, KeyboardInterrupt) and process.signalled():
-        process.stop_children()
+    if issubclass(kind, KeyboardInterrupt) and signals.signalled():
+        signals.stop_children()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(process.EXIT_INTERRUPTED)
+        os._exit(signals.EXIT_INTERRUPTED)
     sys.__excepthook__(kind, value, tb)
 
 
@@ -77,11 +77,11 @@ def _at_exit() -> None:
     clean-up, which joins queue threads that a signal during doit's start-up can leave
     waiting forever, and the interpreter's reset of the handlers, after which a pending
     watchdog alarm would kill us instead."""
-    process.stop_children()
-    if process.signalled():
+    signals.stop_children()
+    if signals.signalled():
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(process.EXIT_INTERRUPTED)
+        os._exit(signals.EXIT_INTERRUPTED)
 
 
 def _before_fork() -> None:
@@ -102,26 +102,26 @@ def _in_new_worker() -> None:
     if _forking_from != _main_pid:
         return  # a fork made by a worker, not one of doit's workers
     _deferred = 0
-    process.reset_signals()
+    signals.reset_signals()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _defer)
-    process._prctl(process.PR_SET_PDEATHSIG, signal.SIGTERM)
+    signals._prctl(signals.PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != _main_pid:
         _deferred = signal.SIGTERM  # the main process died before the line above
-    process.become_subreaper()
+    signals.become_subreaper()
 
 
 def _worker_ready(owner: _Ready) -> None:
     """Inside the worker's bootstrap: real handlers on, and a noted signal acted on."""
-    process.interrupt_on_term()
+    signals.interrupt_on_term()
     if _deferred:
-        raise SystemExit(process.EXIT_INTERRUPTED)
+        raise SystemExit(signals.EXIT_INTERRUPTED)
 
 
 def stop_workers() -> None:
     """At the end of a run: stop every child still there, with a bound. After a signal in
     doit's start-up, the workers it already forked are ones doit itself never stops."""
-    process.stop_children(process.SHUTDOWN_SECONDS - 2.0)
+    signals.stop_children(signals.SHUTDOWN_SECONDS - 2.0)
 
 
 def progress_bound(config: Config) -> float:
@@ -170,7 +170,7 @@ def take_over(lock: Path) -> None:
     for pid in holders:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + process.SHUTDOWN_SECONDS
+    deadline = time.monotonic() + signals.SHUTDOWN_SECONDS
     while time.monotonic() < deadline and any(process.alive(pid) for pid in holders):
         time.sleep(0.05)
     for pid in holders:

@@ -11,56 +11,31 @@ import functools
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from doit.reporter import ConsoleReporter
-from tabulate import tabulate
 
-from nightshift_tasks import budget, git, guard, process, report, runlock, shutdown, state, storage
+from nightshift_tasks import budget, git, guard, report, runlock, shutdown, signals, state, storage
 from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home
-from nightshift_tasks.process import EXIT_INTERRUPTED, alive
+from nightshift_tasks.process import alive
 from nightshift_tasks.progress import LiveLine
 from nightshift_tasks.recovery import interrupt_leftovers, recover_orphans
-from nightshift_tasks.text import cells, one_line
+from nightshift_tasks.summary_table import COUNTED, Row, joined, render
+from nightshift_tasks.text import one_line
 
 STALE_ASSIGNMENT = timedelta(hours=2)
 EXIT_FAILED = 1
 EXIT_LOCKED = 0  # another run is working: nothing went wrong, so cron stays quiet
-COUNTED = ("completed", "failed", "abandoned", "skipped", "interrupted")
 LISTED = ("failed", "abandoned", "interrupted")  # each listed under the table with its log
-SHORT = {"completed": "done", "failed": "fail", "abandoned": "aband", "skipped": "skip",
-         "interrupted": "intr", "agent time": "time"}  # headers when the full ones leave no room
-MIN_REASON = len("reason") + 2  # the narrowest tabulate makes it; long names are cut for it
-FULL_HEADERS_ROOM = 40  # the full headers only when they leave the reason this much
-
-
-@dataclass
-class Row:
-    project: str
-    provider: str = "-"
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
-    seconds: float = 0.0
-    tokens: int = 0
-    reasons: list[str] = field(default_factory=list)
 
 
 def _subtask(name: str) -> tuple[str, str] | None:
     project, sep, slug = name.partition(":")
     return (project, slug) if sep else None
-
-
-def _joined(path: str, more: str) -> str:
-    """Append a task's provider path ("claude→codex") to the project's, without repeats."""
-    names = [p for p in path.split("→") if p and p != "-"]
-    for name in more.split("→"):
-        if name and (not names or names[-1] != name):
-            names.append(name)
-    return "→".join(names) or "-"
 
 
 def _storage_exits(method: Callable[..., None]) -> Callable[..., None]:
@@ -132,7 +107,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             self.write(f"nightshift: another run ({held_by.strip()}) holds the lock; "
                        "nothing to do\n")
             sys.exit(EXIT_LOCKED)
-        process.set_phase("running")
+        signals.set_phase("running")
         conn = guard.connection(str(engine.db_path))
         for note in recover_orphans(conn):
             self.write(f"nightshift: {note}\n")
@@ -188,7 +163,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         row = self._row(parsed[0])
         status = values.get("status", "completed")
         row.counts[status] = row.counts.get(status, 0) + 1
-        row.provider = _joined(row.provider, values.get("provider") or "")
+        row.provider = joined(row.provider, values.get("provider") or "")
         row.seconds += float(values.get("duration", 0.0))
         row.tokens += int(values.get("tokens", 0))
         unknown = int(values.get("unknown_calls", 0))
@@ -219,7 +194,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
 
     @_storage_exits
     def complete_run(self) -> None:
-        process.set_phase("finishing")  # a signal from here on only makes the exit 130
+        signals.set_phase("finishing")  # a signal from here on only makes the exit 130
         if self.locked_out or not runlock.held():
             return
         shutdown.stop_workers()  # before the report, so it shows what they recorded
@@ -228,7 +203,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             self.live = None
         if self.halted:
             return
-        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt) or bool(process.signalled())
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt) or bool(signals.signalled())
         engine = self.engine
         conn = guard.connection(str(engine.db_path))
         interrupt_leftovers(conn, engine.run_id)  # a worker killed before it could say so
@@ -246,7 +221,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             self.outstream.write("\nProblems:\n" + "".join(self._problem(*p) for p in self.problems))
         if interrupted:
             # Replaces the KeyboardInterrupt: a clean stop, after doit saved its state.
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(signals.EXIT_INTERRUPTED)
         if self.storage_fault:
             sys.exit(storage.EXIT_STORAGE)
         if any(r.counts["failed"] + r.counts["abandoned"] for r in self.rows.values()):
@@ -283,39 +258,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         return line + (f"    log: {one_line(log)}\n" if log and status in LISTED else "")
 
     def table(self, interrupted: bool) -> str:
-        """Fits the stream's width: the status columns are the ones this run used (completed
-        always), and the reason column gets what is left; the problems below it are in full."""
-        shown = [k for k in COUNTED if k == "completed" or any(r.counts[k] for r in self.rows.values())]
-        totals = {k: sum(r.counts[k] for r in self.rows.values()) for k in shown}
-        seconds = sum(r.seconds for r in self.rows.values())
-        body = [cells(r.project, r.provider, *(r.counts[k] for k in shown), r.tokens,
-                      format_duration(r.seconds) if r.seconds else "-", "; ".join(r.reasons))
-                for r in self.rows.values()]
         wall = format_duration(time.monotonic() - self.started)
         note = "interrupted" if interrupted else f"{len(self.rows)} project(s), wall {wall}"
-        body.append(cells("TOTAL", "", *totals.values(), sum(r.tokens for r in self.rows.values()),
-                          format_duration(seconds) if seconds else "-", note))
-        headers = ["project", "provider", *shown, "tokens", "agent time"]
-        width = term.columns(self.outstream)
-
-        def room(names: list[str]) -> int:  # what is left for the reason column
-            # tabulate's "simple" columns: 2 spaces apart, headers padded by 2 (MIN_PADDING)
-            return width - sum(2 + max(len(h) + 2, *(len(str(row[i])) for row in body))
-                               for i, h in enumerate(names))
-
-        if room(headers) < FULL_HEADERS_ROOM:
-            headers = [SHORT.get(h, h) for h in headers]
-        for column, floor in ((0, 16), (1, 10), (0, 9)):  # still too wide: cut long names
-            deficit = MIN_REASON - room(headers)
-            longest = max(len(str(row[column])) for row in body)
-            if deficit > 0 and longest > floor:
-                for row in body:
-                    row[column] = one_line(row[column], max(floor, longest - deficit))
-        left = max(len("reason"), room(headers))
-        for row in body:
-            row[-1] = one_line(row[-1], left)
-        painted = [term.paint(h, self.colour) for h in headers]
-        return "\n" + tabulate(body, headers=[*painted, "reason"], tablefmt="simple")
+        return render(list(self.rows.values()), note, term.columns(self.outstream), self.colour)
 
 
 def reporter(engine: Engine) -> type[SummaryReporter]:

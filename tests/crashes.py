@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nightshift_tasks import runlock
-from nightshift_tasks.process import EXIT_INTERRUPTED, SHUTDOWN_SECONDS
+from nightshift_tasks.signals import EXIT_INTERRUPTED, SHUTDOWN_SECONDS
 from tests.conftest import DODO, Env
 
 MARK = "NIGHTSHIFT_TEST_MARK"

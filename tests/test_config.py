@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from nightshift_tasks.catalog import builtin_slugs
-from nightshift_tasks.config import ConfigError, load_config, load_schema
+from nightshift_tasks.config import ConfigError, load_config
+from nightshift_tasks.config_schema import load_schema
 from tests.conftest import LAUGHS, ROOT, Env
 
 

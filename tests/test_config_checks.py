@@ -15,9 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nightshift_tasks.catalog import build_catalog, builtin_slugs
-from nightshift_tasks.config import ConfigError, load_config, load_project_override, load_schema, scalar_keys
+from nightshift_tasks.config import ConfigError, load_config
 from nightshift_tasks.config_checks import DURATION_REF, resolve, schema_values
+from nightshift_tasks.config_schema import load_schema, scalar_keys
 from nightshift_tasks.durations import parse_duration
+from nightshift_tasks.project_config import load_project_override
 from nightshift_tasks.yaml_load import read_yaml
 from tests.conftest import DODO
 

@@ -14,7 +14,7 @@ PACKAGE = Path(nightshift_tasks.__file__).parent
 ROOT = nightshift_tasks.__name__
 SHARED = {"__init__", "base", "readings"}  # agents/ modules that are not providers
 # Where a provider's name may still be written outside agents/: data, not behaviour.
-NAMED_ELSEWHERE = {"config.py"}  # PROJECT_KEYS: the provider keys a project file may set
+NAMED_ELSEWHERE = {"project_config.py"}  # PROJECT_KEYS: the provider keys a project file may set
 
 
 def modules() -> dict[str, Path]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightshift_tasks import yaml_load
+from nightshift_tasks import yaml_strict
 from nightshift_tasks.catalog import builtin_slugs
 from nightshift_tasks.config import load_config
 from nightshift_tasks.errors import ConfigError
@@ -94,9 +94,9 @@ PIECES = [*"ab1 :-[]{},&*'\"#\n\r<.\\0xe~=_/+ntrulTFNy\t!?|>%@`\x85\u00e9\ufeff"
 def test_libyaml_loads_only_what_the_pure_loader_loads_and_the_same(text: str) -> None:
     """The fast path changes nothing but the time: whatever it loads, PyYAML's own parser
     loads the same, without a problem (every other text is reported by the latter)."""
-    parsed, value = yaml_load._fast(text)
+    parsed, value = yaml_strict.fast(text)
     if parsed:
-        loader = yaml_load.StrictLoader(text)
+        loader = yaml_strict.StrictLoader(text)
         try:
             assert loader.get_single_data() == value
         finally:
@@ -107,6 +107,6 @@ def test_libyaml_loads_only_what_the_pure_loader_loads_and_the_same(text: str) -
 def test_a_config_listing_many_projects_takes_the_fast_path(tmp_path: Path) -> None:
     text = "projects:\n" + "".join(f"  - path: ~/src/p{i}  # repo {i}\n    priority: {i % 3}\n"
                                    for i in range(2000))
-    assert yaml_load._fast(text) == (True, {"projects": [{"path": f"~/src/p{i}", "priority": i % 3}
+    assert yaml_strict.fast(text) == (True, {"projects": [{"path": f"~/src/p{i}", "priority": i % 3}
                                                          for i in range(2000)]})
-    assert yaml_load._fast(text + "x: !!str 1\n")[0] is False  # a tag: PyYAML's parser alone
+    assert yaml_strict.fast(text + "x: !!str 1\n")[0] is False  # a tag: PyYAML's parser alone

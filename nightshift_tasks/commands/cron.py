@@ -5,11 +5,8 @@ timer or a launchd agent. Every backend is generated from one argv, so what runs
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
-import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,21 +16,14 @@ from pathlib import Path
 from nightshift_tasks import cron, storage
 from nightshift_tasks import window as windows
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
+from nightshift_tasks.crontab import BEGIN, END, Unsupported, cron_line, read_line, run_crontab, split_table
 from nightshift_tasks.durations import format_duration, parse_duration
 from nightshift_tasks.paths import CONFIG_ENV, HOME_ENV, nightshift_home
 from nightshift_tasks.schedule_files import Command, Job, backend_files, read_command
 
 EXIT_USAGE = 2
-BEGIN = "# >>> nightshift-tasks (managed; do not edit) >>>"
-END = "# <<< nightshift-tasks <<<"
-CRONTAB_ENV = "NIGHTSHIFT_CRONTAB"
-ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 NOT_CRON = ("cannot be expressed as a cron schedule; use a divisor of an hour (5m, 10m, 15m, 20m, 30m), "
             "of a day (1h, 2h, 3h, 4h, 6h, 8h, 12h), 24h or 7d, or set schedule.cron")
-
-
-class Unsupported(Exception):
-    """A failure outside the config (crontab not runnable, a hand-broken block): exit 1."""
 
 
 def interval_cron(seconds: float, schedule: dict[str, object]) -> str | None:
@@ -108,71 +98,6 @@ def make_job(config: Config, workers: int, backend: str) -> Job:
         raise Unsupported("a path or PATH contains a line break, which no crontab line or unit file holds")
     return Job(expression, interval, int(parse_duration(schedule.get("jitter") or "0s")), argv, env, log,
                config.env_keys.get("schedule.cron", config_path))
-
-
-def cron_line(job: Job) -> str:
-    """The crontab entry: every value shlex-quoted, `%` escaped for cron, no user text unquoted."""
-    if any("\\%" in v for v in [*job.argv, *job.env.values(), str(job.log)]):
-        raise Unsupported("a path or PATH contains `\\%`, which a crontab line cannot hold")
-    words = [f"{k}={shlex.quote(v)}" for k, v in job.env.items()] + [shlex.quote(a) for a in job.argv]
-    command = " ".join(words) + f" >> {shlex.quote(str(job.log))} 2>&1"
-    if job.jitter:  # a generated expression only: 0..jitter seconds from 32 random bits
-        command = f"sleep $(( $(od -An -N4 -tu4 /dev/urandom) * {job.jitter + 1} / 4294967296 )); {command}"
-    return f"{job.cron} {command.replace('%', chr(92) + '%')}"
-
-
-def run_crontab(*args: str, text: str = "") -> str:
-    """The real crontab program ($NIGHTSHIFT_CRONTAB in tests), never through a shell. Its
-    `no crontab for <user>` (exit 1) means an empty table; bytes round-trip unchanged."""
-    program = os.environ.get(CRONTAB_ENV) or "crontab"
-    try:
-        done = subprocess.run([program, *args], input=text.encode("utf-8", "surrogateescape"),
-                              capture_output=True, check=False)
-    except OSError as exc:
-        raise Unsupported(f"cannot run {program!r}: {exc.strerror}; install cron, or use --systemd "
-                          "or --launchd") from None
-    err = done.stderr.decode(errors="replace").strip()
-    if done.returncode == 1 and "no crontab for" in err:
-        return ""
-    if done.returncode:
-        raise Unsupported(f"{program} {' '.join(args)} failed (exit {done.returncode}): {err}")
-    return done.stdout.decode("utf-8", "surrogateescape")
-
-
-def split_table(text: str) -> tuple[list[str], int | None, list[str]]:
-    """Other lines (byte-for-byte, with line ends), where our first block was, and its entries."""
-    kept: list[str] = []
-    block: list[str] = []
-    at: int | None = None
-    inside = False
-    for line in text.splitlines(keepends=True):
-        bare = line.rstrip("\r\n")
-        if not inside and bare == BEGIN:
-            inside, at = True, len(kept) if at is None else at
-        elif inside:
-            inside = bare != END
-            block += [bare] if inside else []
-        else:
-            kept.append(line)
-    if inside:
-        raise Unsupported(f"the crontab has {BEGIN!r} but no {END!r} after it; fix it with `crontab -e`")
-    return kept, at, block
-
-
-def read_line(line: str) -> Command | None:
-    """What our crontab line runs (`cron_line` reversed), None for a line it did not make."""
-    command = line.split(" ", 5)[-1].replace("\\%", "%")
-    if command.startswith("sleep $(("):
-        command = command.partition("; ")[2]
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    pairs = list(itertools.takewhile(ENV_WORD.match, words))
-    rest = words[len(pairs):]
-    if len(rest) < 4 or rest[-3] != ">>" or rest[-1] != "2>&1" or "\\%" in command:
-        return None
-    return Command({k: v for k, _, v in (p.partition("=") for p in pairs)}, rest[:-3], rest[-2])
 
 
 @dataclass(frozen=True)

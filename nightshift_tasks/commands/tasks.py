@@ -16,8 +16,9 @@ from tabulate import tabulate
 
 from nightshift_tasks import prompts
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
-from nightshift_tasks.config import Config, ConfigError, open_config, schema_defaults, split_variables
+from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.config_checks import canonical_choice
+from nightshift_tasks.config_schema import schema_defaults
 from nightshift_tasks.context import read_context
 from nightshift_tasks.durations import format_interval
 from nightshift_tasks.sources import gather
