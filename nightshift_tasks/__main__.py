@@ -1,3 +1,5 @@
+"""`python -m nightshift_tasks`: the same entry point as the `nightshift-tasks` script (cli.py)."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
-"""The doit reporter: one line per task as it starts, then the tabulate summary.
+"""The doit reporter: one line per task as it starts, then the budget, the summary table
+(summary_table.py), the results, the skipped projects and the problems.
 
 It runs only in doit's main process. Exit status: 0 when no task failed, 1 when any task
 failed or was abandoned, 4 (storage.EXIT_STORAGE) on a storage fault (raised here, after
