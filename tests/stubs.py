@@ -42,6 +42,7 @@ class Behaviour:
     malformed: bool = False
     hold: int = 0
     gate: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)  # an agent request came
     failed: int = 0
     in_flight: int = 0
     held: threading.Condition = field(default_factory=threading.Condition)
@@ -115,6 +116,8 @@ class ApiStub:
             phase = ""  # Claude Code's small side request (no tools), not the agent's turn
         behaviour: Behaviour = getattr(self, api)
         request = Request(api, phase, time.monotonic(), body=body, path=handler.path)
+        if phase:
+            behaviour.arrived.set()
         with self.lock:
             self.log.append(request)
             failing = phase and (behaviour.fail < 0 or behaviour.failed < behaviour.fail)

@@ -160,6 +160,15 @@ def count(data: Mapping[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def json_object(text: str) -> dict[str, Any] | None:
+    """A CLI's whole output as one JSON object, else None."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def json_lines(text: str) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         try:

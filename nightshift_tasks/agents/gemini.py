@@ -29,7 +29,7 @@ from typing import Any
 
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
-from nightshift_tasks.agents.readings import Reading, jsonl_files, local_day, scan_all
+from nightshift_tasks.agents.readings import Reading, fold_days, jsonl_files, scan_all
 from nightshift_tasks.paths import nightshift_home
 
 BINARY: str | None = "gemini"
@@ -106,11 +106,8 @@ def extra_env(usage_file: str | None) -> dict[str, str]:
 
 def parse_reply(stdout: str, report: str | None) -> Reply:
     """`gemini --output-format json`: one object, its usage summed over stats.models."""
-    try:
-        doc = json.loads(stdout)
-    except json.JSONDecodeError:
-        return Reply(stdout, Usage())
-    if not isinstance(doc, dict):
+    doc = base.json_object(stdout)
+    if doc is None:
         return Reply(stdout, Usage())
     models = (doc.get("stats") or {}).get("models") or {}
     tokens = [m.get("tokens") or {} for m in models.values() if isinstance(m, dict)]
@@ -143,30 +140,15 @@ def login_state(settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | 
                     "or log in with Google by running `gemini`")
 
 
+def _reply(event: dict[str, Any]) -> tuple[str | None, int]:
+    """A line of type "gemini" carries one reply's tokens, its input with the cached ones."""
+    tokens = event["tokens"]
+    return event.get("id"), (max(0, int(tokens.get("input", 0)) - int(tokens.get("cached", 0)))
+                             + int(tokens.get("output", 0)) + int(tokens.get("thoughts", 0)))
+
+
 def _lines(lines: list[bytes], summary: dict[str, Any]) -> None:
-    """Lines of type "gemini" carry one reply's tokens; the same id is counted once."""
-    days: dict[str, int] = summary["days"]
-    bad = 0
-    for line in lines:
-        if b'"gemini"' not in line or b'"tokens"' not in line:
-            continue
-        try:
-            event = json.loads(line)
-            tokens = event["tokens"]
-            day = local_day(event["timestamp"])
-            billable = (max(0, int(tokens.get("input", 0)) - int(tokens.get("cached", 0)))
-                        + int(tokens.get("output", 0)) + int(tokens.get("thoughts", 0)))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
-            bad += 1
-            continue
-        if day is None or event.get("type") != "gemini":
-            bad += day is None
-            continue
-        if event.get("id") and event["id"] == summary.get("last"):
-            continue
-        summary["last"] = event.get("id")
-        days[day] = days.get(day, 0) + billable
-    summary["bad"] += bad
+    fold_days(lines, summary, "gemini", (b'"gemini"', b'"tokens"'), _reply)
 
 
 def read_history(conn: sqlite3.Connection, roots: list[Path]) -> Reading:
