@@ -100,6 +100,34 @@ def _with_tail(summary: dict[str, Any], tail: bytes, parse: Parse) -> dict[str, 
     return with_tail if with_tail["bad"] == summary["bad"] else summary
 
 
+def fold_days(lines: list[bytes], summary: dict[str, Any], kind: str, needles: tuple[bytes, ...],
+              read: Callable[[dict[str, Any]], tuple[str | None, int]]) -> None:
+    """Fold the JSONL lines of type `kind` (those holding all `needles`) into summary["days"],
+    tokens per local day of their `timestamp`. `read(event)` gives a line's message key and
+    tokens, or raises on a bad line; consecutive lines with one key are one message, counted
+    once."""
+    days: dict[str, int] = summary["days"]
+    bad = 0
+    for line in lines:
+        if not all(needle in line for needle in needles):
+            continue
+        try:
+            event = json.loads(line)
+            day = local_day(event["timestamp"])
+            key, tokens = read(event)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+            bad += 1
+            continue
+        if day is None or event.get("type") != kind:
+            bad += day is None
+            continue
+        if key and key == summary.get("last"):
+            continue
+        summary["last"] = key
+        days[day] = days.get(day, 0) + tokens
+    summary["bad"] += bad
+
+
 def jsonl_files(root: Path) -> list[Path]:
     found = []
     for directory, _, files in os.walk(root):
