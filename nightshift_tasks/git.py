@@ -142,7 +142,10 @@ def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
 
 def _registered(repo: str) -> list[Path]:
     """The repository's worktrees, read from git's files where its layout is plain (no git
-    process per project at the start of a run), else as `git worktree list` shows them."""
+    process per project at the start of a run), else as `git worktree list` shows them.
+    A url project's mirror that is not made yet has none."""
+    if not os.path.isdir(repo):
+        return []
     dirs = repo_files.git_dirs(repo)
     if dirs is not None:
         return [Path(p) for p in repo_files.linked_worktrees(dirs[1])]

@@ -69,7 +69,7 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> s
 
     Checked before any token is spent.
     """
-    settings, path = spec["publish"], spec["path"]
+    settings, path = spec["publish"], spec["repo"]
     if settings["mode"] == "local" or reports_only(spec):
         return None
     owner = git.remote_owner(path, settings["remote"])
@@ -196,14 +196,14 @@ def pr_body(spec: dict[str, Any], result: LoopResult, meta: dict[str, Any]) -> s
 
 
 def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str, body: str) -> str:
-    path, branch = spec["path"], branch_name(spec)
-    existing = json.loads(gh(path, "pr", "list", "--head", branch, "--state", "open", "--json",
+    path, repo, branch = spec["path"], spec["repo"], branch_name(spec)
+    existing = json.loads(gh(repo, "pr", "list", "--head", branch, "--state", "open", "--json",
                              "number,url"))
     if existing:
-        gh(path, "pr", "edit", str(existing[0]["number"]), "--body", body)
+        gh(repo, "pr", "edit", str(existing[0]["number"]), "--body", body)
         url, action = str(existing[0]["url"]), "updated"
     else:
-        url = gh(path, "pr", "create", "--head", branch, "--base", base,
+        url = gh(repo, "pr", "create", "--head", branch, "--base", base,
                  "--title", f"nightshift: {spec['name']}", "--body", body).splitlines()[-1]
         action = "created"
     with state.write(conn):  # the slot this process took for the PR becomes the PR
