@@ -77,7 +77,8 @@ def sync(url: str, mirror: Path) -> None:
         else:
             _git(mirror, url, "config", f"remote.{REMOTE}.url", url)
         _git(mirror, url, "fetch", "--quiet", "--prune", REMOTE)
-        _git(mirror, url, "remote", "set-head", REMOTE, "--auto")
+        # An empty remote has no default branch yet: the task's base_commit says so.
+        git.git(mirror, "remote", "set-head", REMOTE, "--auto", check=False, env=_env())
 
 
 def publish_settings(settings: dict[str, Any], url: str | None) -> dict[str, Any]:
