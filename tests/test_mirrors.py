@@ -5,7 +5,9 @@ fetched before each task, and pushed from."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAKE_AGENT, Env, summary_rows
-from tests.test_publish import git
+from tests.test_publish import FAKE_GH, git
 
 SECRET = "s3cr3t-t0ken"
 # A url project's prompt names its URL, where no marker file can be: this agent always edits.
@@ -232,3 +234,20 @@ def test_fleet_mode_needs_a_url_for_every_project(env: Env) -> None:
 def test_path_projects_still_work_without_fleet_mode(env: Env) -> None:
     env.projects(["alpha"], state={"database": "sqlite"}, tasks={"enabled": ["lint-fix"]})
     assert env.doit("list").stdout.split() == ["alpha", "lint-fix", "via", "command"]
+
+
+def test_pr_mode_opens_the_pr_on_the_urls_repository(remote: Remote) -> None:
+    env = remote.env
+    bin_dir = env.tmp / "bin"
+    bin_dir.mkdir()
+    shutil.copy(FAKE_GH, bin_dir / "gh")
+    (bin_dir / "gh").chmod(0o755)
+    env.write_config({"publish": {"mode": "pr", "allowed_owners": ["alice"]}})
+    gh_state = env.tmp / "gh-state.json"
+    result = env.doit("run", PATH=f"{bin_dir}:{os.environ['PATH']}", GH_STATE=str(gh_state))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [pr] = json.loads(gh_state.read_text())
+    # gh is told the repository (GH_REPO): the mirror has no work tree to find it in.
+    assert (pr["repo"], pr["headRefName"], pr["baseRefName"]) == ("alpha", "nightshift/lint-fix", "main")
+    assert "alpha:lint-fix: committed " in result.stdout and f"PR created: {pr['url']}" in result.stdout
+    assert git(remote.origin, "rev-parse", "nightshift/lint-fix~1") == git(remote.origin, "rev-parse", "main")
