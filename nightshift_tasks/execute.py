@@ -18,7 +18,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, mirrors, publish, state, storage, usage_report, window
+from nightshift_tasks import (
+    agents,
+    budget,
+    git,
+    leases,
+    mirrors,
+    publish,
+    state,
+    storage,
+    urls,
+    usage_report,
+    window,
+)
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -200,7 +212,7 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
         git.git(path, "fetch", "--quiet", settings["remote"], check=False)
     base, label = git.base_commit(path, spec["base_branch"], settings["remote"])
     worktree = Path(spec["worktrees_dir"]) / f"{spec['project']}--{spec['slug']}--{os.getpid()}"
-    box = git.add_worktree(path, worktree, base)
+    box = git.add_worktree(path, worktree, base, mirrors.git_env(spec["url"]) if spec["url"] else None)
     agent.cwd = str(worktree)
     try:
         result = run_loop(agent, brief)
@@ -217,6 +229,7 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
             done = publish.publish(spec, conn, box, label, result, meta)
         except (git.GitError, publish.PublishError) as exc:
             error = str(exc) if isinstance(exc, publish.Refused) else f"publish failed: {exc}"
+            error = urls.redact(error, spec["url"])
             return dataclasses.replace(result, status="failed", error=error), None
         _note(log, done.note)
         return result, done

@@ -116,10 +116,10 @@ def test_credentials_in_a_url_are_never_shown(remote: Remote) -> None:
     assert logs and not [p for p in logs if SECRET in p.read_text()]
     with sqlite3.connect(env.home / "state.db") as db:
         assert SECRET not in "\n".join(db.iterdump())
-    # Only the mirror's own config holds it, as a clone's would, in a directory of the user's.
+    # Not even the mirror holds it: the agent can read its config from the worktree.
     [mirror] = [p for p in remote.mirrors() if p.name.startswith("gamma-")]
-    assert SECRET in (mirror / "config").read_text()
-    assert (env.home / "mirrors").stat().st_mode & 0o077 == 0
+    assert "url = \"https://127.0.0.1:1/alice/gamma.git\"" in (mirror / "config").read_text()
+    assert not [p for p in env.home.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
 
 
 def test_a_failed_fetch_fails_that_task_and_the_next_run_tries_again(remote: Remote) -> None:
@@ -175,6 +175,36 @@ def test_git_itself_refuses_other_transports(tmp_path: Path) -> None:
     assert not marker.exists()
     config = (tmp_path / "cache" / "x.git" / "config").read_text()
     assert "[protocol]\n\tallow = never" in config
+
+
+def test_credentials_reach_git_only_as_each_calls_own_setting(remote: Remote) -> None:
+    from nightshift_tasks import mirrors
+
+    url = f"https://nightly:{SECRET}@127.0.0.1:1/alice/gamma.git"
+    mirror = remote.env.tmp / "cache" / "gamma.git"
+    with pytest.raises(mirrors.MirrorError) as failed:
+        mirrors.sync(url, mirror)
+    assert SECRET not in str(failed.value)
+    asked = subprocess.run(["git", "remote", "get-url", "origin"], cwd=mirror, capture_output=True,
+                           text=True, check=True, env={**os.environ, **mirrors.git_env(url)})
+    assert asked.stdout.strip() == url  # what nightshift's own fetch and push use
+    stored = subprocess.run(["git", "remote", "get-url", "origin"], cwd=mirror, capture_output=True,
+                            text=True, check=True)
+    assert stored.stdout.strip() == "https://127.0.0.1:1/alice/gamma.git"  # what the agent sees
+
+
+def test_the_mirror_config_is_renewed_before_each_fetch(remote: Remote) -> None:
+    """What an agent adds to the mirror's config from its worktree steers no later fetch."""
+    from nightshift_tasks import mirrors
+
+    mirror = remote.env.tmp / "cache" / "alpha.git"
+    mirrors.sync(remote.url, mirror)
+    with (mirror / "config").open("a") as config:
+        config.write(f'[url "file:///nowhere"]\n\tinsteadOf = {remote.url}\n')
+    newer = remote.commit("NEWS.md", "news\n")
+    mirrors.sync(remote.url, mirror)
+    assert git(mirror, "rev-parse", "origin/main") == newer
+    assert "nowhere" not in (mirror / "config").read_text()
 
 
 BAD_URLS = [
