@@ -104,12 +104,14 @@ def test_credentials_in_a_url_are_never_shown(remote: Remote) -> None:
     env.write_config({"projects": [{"url": url}, {"path": str(local)}]})
     listed = env.doit("list")
     info = env.doit("info", "gamma")
+    task_info = env.doit("info", "gamma:lint-fix")
     result = env.doit("run")
     assert result.returncode == 1, result.stdout + result.stderr  # the failed task, not a crash
     assert "Traceback" not in result.stderr
     assert summary_rows(result.stdout)["gamma"][:3] == ["command", "0", "1"]
     assert "mirror of https://127.0.0.1:1/alice/gamma.git: git fetch: " in result.stdout
-    shown = status(env) + listed.stdout + listed.stderr + info.stdout + result.stdout + result.stderr
+    shown = "".join([status(env), task_info.stdout, listed.stdout, listed.stderr, info.stdout,
+                     result.stdout, result.stderr])
     assert "https://127.0.0.1:1/alice/gamma.git" in info.stdout + status(env)
     assert SECRET not in shown
     logs = [p for p in (env.home / "logs").rglob("*") if p.is_file()]
