@@ -283,3 +283,20 @@ def test_pr_mode_opens_the_pr_on_the_urls_repository(remote: Remote) -> None:
     assert (pr["repo"], pr["headRefName"], pr["baseRefName"]) == ("alpha", "nightshift/lint-fix", "main")
     assert "alpha:lint-fix: committed " in result.stdout and f"PR created: {pr['url']}" in result.stdout
     assert git(remote.origin, "rev-parse", "nightshift/lint-fix~1") == git(remote.origin, "rev-parse", "main")
+
+
+def test_mirror_names_are_stable_unique_and_inside_the_cache(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from nightshift_tasks import urls
+    from nightshift_tasks.projects import mirror_dir
+
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(tmp_path))
+    given = ["https://u:t@github.com/me/repo.git/", "https://github.com/me/repo.git",
+             "https://github.com/other/repo.git", "git@github.com:me/repo.git",
+             "file:///srv/../../etc/..", "ssh://git@host/../../../x"]
+    dirs = [mirror_dir(urls.normalised(u)) for u in given]
+    assert dirs[0] == dirs[1]  # the same repository, credentials or not
+    assert len(set(dirs[1:])) == len(given) - 1
+    assert all(d.parent == tmp_path / "mirrors" and d.name.endswith(".git") and ".." not in d.name
+               for d in dirs)
+    assert [d.name.rsplit("-", 1)[0] for d in dirs[:4]] == ["repo"] * 4
