@@ -18,7 +18,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
+from nightshift_tasks import (
+    agents,
+    budget,
+    git,
+    leases,
+    mirrors,
+    publish,
+    state,
+    storage,
+    urls,
+    usage_report,
+    window,
+)
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -194,19 +206,19 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
 
     The worktree goes away afterwards; the branch stays.
     """
-    settings, path = spec["publish"], spec["path"]
+    settings, path = spec["publish"], spec["repo"]
     started = state.now()
-    if settings["mode"] != "local":
+    if settings["mode"] != "local" and not spec["url"]:  # a url project's mirror is fetched
         git.git(path, "fetch", "--quiet", settings["remote"], check=False)
     base, label = git.base_commit(path, spec["base_branch"], settings["remote"])
     worktree = Path(spec["worktrees_dir"]) / f"{spec['project']}--{spec['slug']}--{os.getpid()}"
-    box = git.add_worktree(path, worktree, base)
+    box = git.add_worktree(path, worktree, base, mirrors.git_env(spec["url"]) if spec["url"] else None)
     agent.cwd = str(worktree)
     try:
         result = run_loop(agent, brief)
         if result.status != "completed":
             return result, None  # failed or abandoned work publishes nothing
-        meta = {"task-id": f"{spec['slug']}:{path}", "task-type": spec["slug"],
+        meta = {"task-id": f"{spec['slug']}:{spec['path']}", "task-type": spec["slug"],
                 "task-title": spec["name"], "provider": agent.provider,
                 "cost-tier": spec["cost_label"], "branch": publish.branch_name(spec),
                 "base": label, "iterations": result.iterations,
@@ -217,6 +229,7 @@ def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: Provider
             done = publish.publish(spec, conn, box, label, result, meta)
         except (git.GitError, publish.PublishError) as exc:
             error = str(exc) if isinstance(exc, publish.Refused) else f"publish failed: {exc}"
+            error = urls.redact(error, spec["url"])
             return dataclasses.replace(result, status="failed", error=error), None
         _note(log, done.note)
         return result, done
@@ -259,14 +272,18 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
                           spec["path"], tuple(spec["notes"]), tuple(spec["sources"]))
         span = spec["window"]
         reason = (f"the time window {window.describe(span)} closed before this task could start"
-                  if span and not window.is_open(span, state.now())
-                  else publish.preflight(spec, conn, attempt))
+                  if span and not window.is_open(span, state.now()) else None)
         published = None
         try:
-            reason = reason or agent.reserve()  # may wait for running tasks: interruptible
-            if reason:
+            if spec["url"] and not reason:
+                mirrors.sync(spec["url"], Path(spec["repo"]))
+            reason = reason or publish.preflight(spec, conn, attempt) or agent.reserve()
+            if reason:  # the reservation may have waited for running tasks: interruptible
                 raise SkipTask(reason)
             result, published = _in_worktree(spec, conn, agent, brief, log)
+        except mirrors.MirrorError as exc:  # nothing spent: the next run of the day tries again
+            result = LoopResult("failed", 0, error=f"mirror of {spec['path']}: {exc}",
+                                failure=state.NOT_STARTED)
         except SkipTask as exc:  # before the task spent a token, the next run tries again
             spent = state.attempt_usage(conn, attempt)["tokens"]
             result = LoopResult("skipped", 0, error=str(exc),

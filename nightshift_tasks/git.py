@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightshift_tasks import repo_files
@@ -95,10 +95,11 @@ class Worktree:
     git_dir: Path  # <common dir>/worktrees/<name>
     common_dir: Path
     guarded: dict[Path, str | None]  # file -> its fingerprint when the worktree was made
+    env: Mapping[str, str] = field(default_factory=dict)  # a url project's (mirrors.git_env)
 
     def git(self, *args: str, check: bool = True) -> str:
         return git(self.path, *args, check=check, env={
-            "GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir),
+            **self.env, "GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir),
             "GIT_WORK_TREE": str(self.path)})
 
     def tampered(self) -> Path | None:
@@ -106,7 +107,8 @@ class Worktree:
         return next((f for f, seen in self.guarded.items() if _fingerprint(f) != seen), None)
 
 
-def add_worktree(path: str, worktree: Path, start: str) -> Worktree:
+def add_worktree(path: str, worktree: Path, start: str,
+                 env: Mapping[str, str] | None = None) -> Worktree:
     """A fresh worktree at `start`, detached: the task's branch moves only when a passed
     review is committed, so failed work never touches it. Its git dirs are asked of git
     before the agent can touch anything."""
@@ -115,7 +117,7 @@ def add_worktree(path: str, worktree: Path, start: str) -> Worktree:
     git_dir, common_dir = map(Path, git(worktree, "rev-parse", "--path-format=absolute", "--git-dir",
                                         "--git-common-dir").splitlines())
     files = [worktree / ".git", common_dir / "config", git_dir / "config.worktree"]
-    return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files})
+    return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files}, env or {})
 
 
 def _quietly(cwd: str, *args: str) -> None:
@@ -142,7 +144,10 @@ def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
 
 def _registered(repo: str) -> list[Path]:
     """The repository's worktrees, read from git's files where its layout is plain (no git
-    process per project at the start of a run), else as `git worktree list` shows them."""
+    process per project at the start of a run), else as `git worktree list` shows them.
+    A url project's mirror that is not made yet has none."""
+    if not os.path.isdir(repo):
+        return []
     dirs = repo_files.git_dirs(repo)
     if dirs is not None:
         return [Path(p) for p in repo_files.linked_worktrees(dirs[1])]

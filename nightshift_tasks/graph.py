@@ -15,7 +15,7 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, shutdown, state, storage, summary
+from nightshift_tasks import execute, guard, mirrors, shutdown, state, storage, summary
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
@@ -166,7 +166,9 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "db_lock_wait": engine.config.db_lock_wait(),
         "log_dir": str(engine.log_dir),
         "project": project.name,
-        "path": project.path,
+        "path": project.path,  # the project's identity in the ledger
+        "repo": project.mirror or project.path,  # where git runs
+        "url": project.url,
         "slug": task.slug,
         "name": task.name,
         "description": task.description,
@@ -176,7 +178,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
         "sources": project.sources.get(task.slug, []),
         "category": task.category,
         "cost_label": catalog_data()["cost_tiers"][task.cost]["label"],
-        "publish": engine.config.section("publish"),
+        "publish": mirrors.publish_settings(engine.config.section("publish"), project.url),
         "base_branch": project.base_branch,
         "worktrees_dir": str(home / "worktrees"),
         "reports_dir": str(home / "reports"),

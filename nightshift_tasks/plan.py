@@ -6,6 +6,7 @@ show it.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class ProjectPlan:
     notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
     sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
     warnings: tuple[str, ...] = ()
+    url: str | None = None  # a url project's URL, credentials included: never shown
+    mirror: str | None = None  # where git and gh run for a url project
 
     @property
     def finished_today(self) -> bool:
@@ -141,8 +144,8 @@ def _rules(data: dict[str, Any], ref: ProjectRef) -> TaskRules:
 
 def project_data(config: Config, ref: ProjectRef, slugs: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The config as it applies to one project: its own nightshift.yaml merged over the main one."""
-    path = Path(ref.config or Path(ref.path) / PROJECT_CONFIG)
-    if not path.is_file() or path.resolve() == config.path.resolve():
+    path = Path(ref.config or Path(ref.repo) / PROJECT_CONFIG)
+    if (ref.url and not ref.config) or not path.is_file() or path.resolve() == config.path.resolve():
         return config.data, []
     override, notes = load_project_override(path, slugs)
     return merged(config.data, override), notes
@@ -186,10 +189,12 @@ class Planner:
         plans, planned = [], 0
         closed = self.window_closed()
         for ref in refs:
-            problem = ref.missing or closed or git.unusable(ref.path)
+            # A url project is planned without a network call; its task fetches the mirror.
+            problem = ref.missing or closed or (None if ref.url else git.unusable(ref.path))
             if problem:
                 where = "" if problem == closed else f": {ref.path}"
-                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}{where}"))
+                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}{where}",
+                                         mirror=ref.mirror))
                 continue
             try:
                 data, notes = project_data(self.config, ref, slugs)
@@ -213,7 +218,7 @@ class Planner:
     def plan_project(self, ref: ProjectRef, data: dict[str, Any], notes: list[str],
                      over_cap: bool) -> ProjectPlan:
         integrations = data["integrations"]
-        context = read_context(Path(ref.path), self.catalog, integrations["claude_md"],
+        context = read_context(Path(ref.repo), self.catalog, integrations["claude_md"],
                                integrations["agents_md"])
         chain = None
         if self.options.force_task is None:
@@ -279,7 +284,9 @@ class Planner:
         entries = data["integrations"]["task_sources"]
         if not self.options.ask_sources:  # a file is read; `gh` and `td` are not asked
             entries = [entry for entry in entries if "file" in entry]
-        return gather(entries, Path(ref.path), self.catalog)
+        if not os.path.isdir(ref.repo):  # a url project's mirror, before its first task
+            return Sources((), (), ())
+        return gather(entries, Path(ref.repo), self.catalog)
 
     def _plan(self, ref: ProjectRef, context_notes: tuple[str, ...], found: Sources,
               warnings: list[str], **kw: Any) -> ProjectPlan:
@@ -298,6 +305,7 @@ class Planner:
                                                   for s in kw["tasks"] if s in by_slug})
                            for name, allowance in allowances.items()}
         return ProjectPlan(ref.name, ref.path, notes=notes, base_branch=ref.base_branch,
+                           url=ref.url, mirror=ref.mirror,
                            sources={k: list(v) for k, v in texts.items() if v},
                            warnings=found.warnings + tuple(warnings) + tuple(c for c in cuts if c),
                            **kw)

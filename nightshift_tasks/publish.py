@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import branches, git, state, storage
+from nightshift_tasks import branches, git, state, storage, urls
 from nightshift_tasks.agents import agent_env
 from nightshift_tasks.loop import LoopResult
 from nightshift_tasks.process import alive
@@ -43,9 +43,12 @@ class Published:
     output_ref: str | None  # the branch, PR URL or report path
 
 
-def gh(cwd: str | Path, *args: str) -> str:
+def gh(spec: dict[str, Any], *args: str) -> str:
+    """gh in the project's checkout; for a url project (in its mirror, which has no work
+    tree) GH_REPO names the repository."""
+    env = agent_env() if not spec["url"] else {**agent_env(), "GH_REPO": urls.display_path(spec["path"])}
     try:
-        proc = subprocess.run(["gh", *args], cwd=cwd, env=agent_env(), capture_output=True, text=True,
+        proc = subprocess.run(["gh", *args], cwd=spec["repo"], env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=GH_TIMEOUT, check=False)
     except FileNotFoundError:
         raise PublishError("`gh` is not installed; publish.mode pr needs it") from None
@@ -69,14 +72,14 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> s
 
     Checked before any token is spent.
     """
-    settings, path = spec["publish"], spec["path"]
+    settings, path = spec["publish"], spec["repo"]
     if settings["mode"] == "local" or reports_only(spec):
         return None
     owner = git.remote_owner(path, settings["remote"])
     allowed = settings.get("allowed_owners")
     if allowed is None:
         try:
-            allowed = [gh(path, "api", "user", "--jq", ".login")]
+            allowed = [gh(spec, "api", "user", "--jq", ".login")]
         except PublishError as exc:
             return f"publish: cannot tell who you are on GitHub ({exc}); set publish.allowed_owners"
     if owner not in allowed:
@@ -88,7 +91,7 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> s
     listed_at = state.stamp(state.now())
     try:
         heads = [p["headRefName"] for p in json.loads(gh(
-            path, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
+            spec, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
     except (PublishError, ValueError, KeyError, TypeError) as exc:
         return f"publish: cannot list open PRs: {exc}"
     ours = {b for b in heads if b.startswith(settings["branch_prefix"])}
@@ -197,13 +200,13 @@ def pr_body(spec: dict[str, Any], result: LoopResult, meta: dict[str, Any]) -> s
 
 def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str, body: str) -> str:
     path, branch = spec["path"], branch_name(spec)
-    existing = json.loads(gh(path, "pr", "list", "--head", branch, "--state", "open", "--json",
+    existing = json.loads(gh(spec, "pr", "list", "--head", branch, "--state", "open", "--json",
                              "number,url"))
     if existing:
-        gh(path, "pr", "edit", str(existing[0]["number"]), "--body", body)
+        gh(spec, "pr", "edit", str(existing[0]["number"]), "--body", body)
         url, action = str(existing[0]["url"]), "updated"
     else:
-        url = gh(path, "pr", "create", "--head", branch, "--base", base,
+        url = gh(spec, "pr", "create", "--head", branch, "--base", base,
                  "--title", f"nightshift: {spec['name']}", "--body", body).splitlines()[-1]
         action = "created"
     with state.write(conn):  # the slot this process took for the PR becomes the PR

@@ -142,7 +142,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         keep = engine.config.section("logging")["retention_days"]
         for old in report.prune_logs(engine.log_dir, keep, state.now().date()):
             self.write(f"nightshift: removed logs older than {keep} days: {old}\n")
-        repos = [p.path for p in engine.plan.projects if not p.skip_reason]
+        repos = [p.mirror or p.path for p in engine.plan.projects if not p.skip_reason]
         for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
         selected = set(selected_tasks)
