@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
+from nightshift_tasks.durations import format_duration
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -129,7 +130,7 @@ class ProviderAgent:
                     raise ProviderExhausted(f"{cand['name']}: {failure.message}")
                 delay = failure.reset_in
             _note(self.log, f"{cand['name']} transient failure ({failure.message}); retry "
-                  f"{attempt + 1}/{settings['max_retries']} in {delay:.1f}s")
+                  f"{attempt + 1}/{settings['max_retries']} in {format_duration(delay)}")
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
