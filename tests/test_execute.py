@@ -92,3 +92,28 @@ def test_transient_failures_back_off_exponentially_with_jitter(env: Env) -> None
         delays
     assert delays != nominal  # the same three draws all within 1% of 1.0: odds 1 in 10**6
     assert all(gap >= (d - 1) / 1000 for gap, d in zip(gaps(env), delays, strict=False))
+
+
+def test_after_a_budget_skip_the_projects_next_task_may_still_fit(env: Env) -> None:
+    """a spends 120,000 of the 200,000 allowance; b's first task (~150,000) no longer fits,
+    its second (~50,000) still does."""
+    agent = env.tmp / "reporting-agent"
+    agent.write_text(f'#!/bin/sh\n"{env.agent}" "$@" || exit\n'
+                     'echo \'NIGHTSHIFT_USAGE {"input_tokens": 30000, "output_tokens": 10000}\'\n')
+    agent.chmod(0o755)
+    a, b = env.projects(["a", "b"], schedule={"max_tasks": 2},
+                        budget={"weekly_tokens": 1_400_000, "max_percent": 100, "reserve_percent": 0})
+    env.write_config({"projects": [{"path": str(a), "tasks": ["dead-code"]},
+                                   {"path": str(b), "tasks": ["dead-code", "lint-fix"]}],
+                      "tasks": {"enabled": ["dead-code", "lint-fix"], "priorities": {"dead-code": 1}},
+                      "providers": {"preference": ["command"], "command": {
+                          "enabled": True, "timeout": "1m", "argv": [str(agent), "{prompt}"]}}})
+    assert "b   dead-code, lint-fix via command" in env.doit("list").stdout
+    result = env.doit("run", "-n", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(c.project, c.task) for c in env.calls()][::3] == [("a", "dead-code"), ("b", "lint-fix")]
+    rows = summary_rows(result.stdout)
+    assert (rows["a"][:6], rows["b"][:6]) == (["command", "1", "0", "0", "0", "120000"],
+                                              ["command", "1", "0", "0", "1", "120000"])
+    assert ("  b:dead-code: skipped: budget: needs ~150,000 tokens, 80,000 left of 200,000 (command)\n"
+            in result.stdout)
