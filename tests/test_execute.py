@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from datetime import datetime
+from itertools import pairwise
 
 from tests.conftest import Env, summary_rows
 from tests.test_real_clis import copilot_standin
@@ -77,7 +78,7 @@ def gaps(env: Env) -> list[float]:
     conn = sqlite3.connect(env.home / "state.db")
     spans = [(datetime.fromisoformat(a).timestamp(), datetime.fromisoformat(b).timestamp())
              for a, b in conn.execute("SELECT started_at, ended_at FROM calls ORDER BY id")]
-    return [round(nxt[0] - prev[1], 3) for prev, nxt in zip(spans, spans[1:], strict=False)]
+    return [round(nxt[0] - prev[1], 3) for prev, nxt in pairwise(spans)]
 
 
 def test_transient_failures_back_off_exponentially_with_jitter(env: Env) -> None:
@@ -88,8 +89,8 @@ def test_transient_failures_back_off_exponentially_with_jitter(env: Env) -> None
     delays = [int(ms) for ms in re.findall(r"; retry \d/3 in (\d+)ms", task_log(env))]
     # retry_delay 50ms x 2**attempt x a factor drawn from [0.5, 1.5] (printed to the ms)
     nominal = [50, 100, 200]
-    assert len(delays) == 3 and all(n // 2 <= d <= n * 3 // 2 for d, n in zip(delays, nominal, strict=True)), \
-        delays
+    assert len(delays) == 3, delays
+    assert all(n // 2 <= d <= n * 3 // 2 for d, n in zip(delays, nominal, strict=True)), delays
     assert delays != nominal  # the same three draws all within 1% of 1.0: odds 1 in 10**6
     assert all(gap >= (d - 1) / 1000 for gap, d in zip(gaps(env), delays, strict=False))
 

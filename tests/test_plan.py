@@ -285,13 +285,14 @@ def test_info_shows_the_allowance_equation_of_every_candidate_provider(env: Env)
 
 
 def test_a_projects_own_budget_percentages_set_its_allowance(env: Env) -> None:
-    a, b = env.projects(["a", "b"], budget={"weekly_tokens": 1_400_000})
+    _, b = env.projects(["a", "b"], budget={"weekly_tokens": 1_400_000})
     (b / "nightshift.yaml").write_text("budget:\n  max_percent: 10\n  reserve_percent: 2\n")
     listed = env.doit("list").stdout
     assert "a   lint-fix via command" in listed
     assert "b   skipped: no task can run: 3 over budget (allowance 16,000 (command))" in listed
     lines = env.doit("info", "b").stdout.splitlines()
     start = lines.index(f"{b} (provider -, allowance 16,000 tokens)")
-    assert lines[start + 1] == "budget command: 200,000 daily x (1 - 0.0% used) x 10% - 4,000 reserve = 16,000"
+    assert lines[start + 1] == \
+        "budget command: 200,000 daily x (1 - 0.0% used) x 10% - 4,000 reserve = 16,000"
     assert env.doit("run").returncode == 0
     assert {c.project for c in env.calls()} == {"a"}

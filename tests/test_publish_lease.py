@@ -254,7 +254,8 @@ def test_a_push_landing_between_the_check_and_nightshifts_push_is_not_overwritte
                    git(world.env.tmp / "seed", "rev-parse", "HEAD^{tree}"))
     git(world.env.tmp / "seed", "push", "-q", "origin", f"{intruder}:refs/others/intruder")
     transport = world.env.tmp / "push-transport"
-    transport.write_text(f'#!/bin/sh\nunset GIT_DIR GIT_WORK_TREE GIT_COMMON_DIR GIT_INDEX_FILE\ngit -C "{world.origin}" update-ref refs/heads/{BRANCH} {intruder}\n'
+    transport.write_text('#!/bin/sh\nunset GIT_DIR GIT_WORK_TREE GIT_COMMON_DIR GIT_INDEX_FILE\n'
+                         f'git -C "{world.origin}" update-ref refs/heads/{BRANCH} {intruder}\n'
                          f'exec git "$1" "{world.origin}"\n')
     transport.chmod(0o755)
     git(world.repo, "config", "protocol.ext.allow", "always")
