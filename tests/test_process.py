@@ -129,7 +129,7 @@ def test_a_timed_out_agent_and_its_stubborn_grandchild_get_term_then_kill_as_a_g
     result = run_process(argv, str(tmp_path), 1.0, os.environ, grace=0.3)
     assert result.timed_out
     assert len(termed.read_text().splitlines()) == 1  # the TERM reached the grandchild too
-    assert not alive(int(pidfile.read_text()))  # and so did the KILL
+    assert _gone(int(pidfile.read_text()))  # and so did the KILL
 
 
 def test_what_an_agent_leaves_behind_gets_term_then_kill_after_five_seconds(tmp_path: Path) -> None:
@@ -141,5 +141,5 @@ def test_what_an_agent_leaves_behind_gets_term_then_kill_after_five_seconds(tmp_
     ended = time.monotonic()
     assert (result.exit_code, result.timed_out) == (0, False)
     (term_at,) = [float(line) for line in termed.read_text().splitlines()]
-    assert not alive(int(pidfile.read_text()))
     assert ended - term_at >= GRACE_SECONDS
+    assert _gone(int(pidfile.read_text()))
