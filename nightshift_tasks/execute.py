@@ -31,6 +31,7 @@ from nightshift_tasks import (
     usage_report,
     window,
 )
+from nightshift_tasks.durations import format_duration
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
     ProcResult,
@@ -141,7 +142,7 @@ class ProviderAgent:
                     raise ProviderExhausted(f"{cand['name']}: {failure.message}")
                 delay = failure.reset_in
             _note(self.log, f"{cand['name']} transient failure ({failure.message}); retry "
-                  f"{attempt + 1}/{settings['max_retries']} in {delay:.1f}s")
+                  f"{attempt + 1}/{settings['max_retries']} in {format_duration(delay)}")
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 

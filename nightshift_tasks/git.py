@@ -19,7 +19,10 @@ GIT_TIMEOUT = 300
 CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
 FALLBACK_IDENTITY = ["-c", "user.name=nightshift", "-c", "user.email=nightshift@localhost"]
-OWNER = re.compile(r"^(?:[a-z+]+://)?(?:[^@/]+@)?[^:/]+[:/]+([^/]+)/[^/]+?(?:\.git)?/?$")
+# <owner>/<repo> after a URL's host (scheme://[user@]host[:port]/) or an scp-like host
+# ([user@]host:); a URL without both parts has no owner to tell.
+OWNER = re.compile(r"^(?:[a-z][a-z0-9+.-]*://(?:[^@/]+@)?[^/]+/|(?:[^@/:]+@)?[^/:]+:)"
+                   r"([^/]+)/[^/]+?(?:\.git)?/?$")
 # Every git call of nightshift's own runs no hook (the user's or one the agent wrote, as with
 # core.hooksPath=.husky: `--no-verify` does not skip post-commit or reference-transaction),
 # no fsmonitor command, no gpg signing and no background gc, and never enters a submodule:

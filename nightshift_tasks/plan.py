@@ -61,6 +61,7 @@ class ProjectPlan:
     allowance: int | None = None  # the planned provider's allowance (None: budget ignored)
     pools: dict[str, Pool] = field(default_factory=dict)  # per candidate provider: a task
     # reserves from the pool of the provider it runs on, fail-over included
+    equations: dict[str, str] = field(default_factory=dict)  # per candidate: its allowance, worked out
     notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
     sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
     warnings: tuple[str, ...] = ()
@@ -87,6 +88,7 @@ class ProjectPlan:
         """What `doit info <project>` shows: every catalogue task and why."""
         budget_note = f", allowance {self.allowance:,} tokens" if self.allowance is not None else ""
         lines = [f"{self.path} (provider {self.provider or '-'}{budget_note})"]
+        lines += [f"budget {name}: {equation}" for name, equation in self.equations.items()]
         if self.skip_reason:
             lines.append(f"skipped: {self.skip_reason}")
         if not self.decisions and self.tasks:
@@ -233,7 +235,8 @@ class Planner:
                 n: self.allowances[n].allowance for n in [chain.provider, *names]}
             return self._plan(ref, context.notes, found, notes, provider=chain.provider,
                               tasks=chain.tasks, done=done, fallbacks=names, retried=chain.retried,
-                              allowance=pools[chain.provider] if pools else None, pools=pools)
+                              allowance=pools[chain.provider] if pools else None, pools=pools,
+                              equations=self.equations(self.allowances, pools))
         allowances = (self.allowances if data["budget"] == self.config.section("budget")
                       else self.allowances_for(data["budget"]))  # the project's own max_percent
         usable, no_provider = usable_providers(data, allowances, self.options.ignore_budget)
@@ -265,7 +268,14 @@ class Planner:
         pools = None if self.options.ignore_budget else {n: a or 0 for n, a in usable}
         return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
                           tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
-                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]], pools=pools)
+                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]], pools=pools,
+                          equations=self.equations(allowances, pools))
+
+    @staticmethod
+    def equations(allowances: dict[str, budget.Allowance],
+                  pools: dict[str, int] | None) -> dict[str, str]:
+        """How each candidate provider's allowance is computed, for `doit info`."""
+        return {name: allowances[name].equation for name in pools or {}}
 
     def forced_over_budget(self, provider: str, allowance: int | None) -> str | None:
         """task= passes the selection filters and the daily guard, never the budget: why the

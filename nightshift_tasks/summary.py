@@ -199,8 +199,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
                        f"{format_duration(float(values.get('duration', 0)))}"
                        f", {int(values.get('tokens', 0)):,} tokens"
                        f"{f' (+ {unknown} call(s) of unknown usage)' if unknown else ''}\n")
-        if values.get("overran"):
+        if values.get("overran"):  # in full under the table too: the cell may be cut
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
+            self.results.append(f"{task.name}: ran past the end of the time window")
         if values.get("published"):
             row.reasons.append(f"{parsed[1]}: {values['published']}")
             self.results.append(f"{task.name}: {values['published']}")

@@ -258,3 +258,19 @@ def test_failure_reasons_are_one_bounded_line() -> None:
     failure = classify("command", huge)
     assert failure.kind == "transient" and len(failure.message) == 400
     assert "\n" not in failure.message
+
+
+def test_a_cli_in_local_bin_is_found_and_run_under_crons_bare_path(env: Env) -> None:
+    """cron's PATH is /usr/bin:/bin; a CLI installed in ~/.local/bin is still the agent."""
+    home = env.tmp / "user"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "night-agent").symlink_to(env.agent)
+    env.projects(["alpha"])
+    env.write_config({"providers": {"preference": ["command"], "command": {
+        "enabled": True, "timeout": "1m", "argv": ["night-agent", "{prompt}"]}}})
+    listed = env.doit("list", PATH="/usr/bin:/bin", HOME=str(home))
+    assert "alpha   lint-fix via command" in listed.stdout, listed.stdout + listed.stderr
+    result = env.doit("run", PATH="/usr/bin:/bin", HOME=str(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(c.task, c.phase) for c in env.calls()] == [
+        ("lint-fix", "plan"), ("lint-fix", "implement"), ("lint-fix", "review")]

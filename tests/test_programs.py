@@ -60,7 +60,7 @@ MISSING = f"FAILED test_tiny.py::test_missing - Failed: needs `crontab`: install
 UNLISTED = ("FAILED test_tiny.py::test_unlisted - Failed: require_program('psql'): add "
             "`psql` and its Debian package to tests/programs.txt and the README's install line")
 NOT_PINNED = (f"FAILED test_tiny.py::test_not_pinned - Failed: needs the pinned `aider` CLI "
-              f"({ROOT}/tests/npm/node_modules/.bin/aider is missing): run `npm ci --prefix tests/npm`")
+              f"({ROOT}/tests/npm/node_modules/.bin/aider is missing): run `npm install --prefix tests/npm`")
 ELSEWHERE = "unavailable on this platform: `git` exists only on linux, this is darwin"
 
 
