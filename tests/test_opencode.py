@@ -131,10 +131,15 @@ def test_a_429_is_retried_then_the_chain_fails_over(env: Env, stub: ApiStub) -> 
 
 
 def test_max_concurrent_holds_across_workers(env: Env, stub: ApiStub) -> None:
+    """opencode has been run before, as `doctor` runs it: two first starts at once collide
+    on creating its database ("database is locked")."""
     env.projects(["p0", "p1", "p2"])
     oc_config(env, ["opencode"], max_concurrent=2)
+    extra = opencode_env(env, stub)
+    subprocess.run([require_npm_cli("opencode"), "debug", "config"], env=env.environ(**extra),
+                   stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=120)
     stub.openai.hold, stub.openai.delay = 2, 0.4  # two at once do happen: the cap binds
-    result = env.doit("run", "-n", "3", **opencode_env(env, stub))
+    result = env.doit("run", "-n", "3", **extra)
     assert result.returncode == 0, result.stdout + result.stderr
     served = [(r.start, r.end) for r in stub.requests("openai")]
     assert len(served) == 9
@@ -180,7 +185,7 @@ def test_doctor_asks_opencode_whether_a_catalogue_provider_has_credentials(env: 
     code, lines = doctor(env, {**extra, "ANTHROPIC_API_KEY": "sk-ant-secret-2"})
     assert (code, lines[1]) == (0, "[OK] login opencode: model anthropic/claude-sonnet-4-5 "
                                 "(providers.opencode.model); credentials from the environment")
-    oc_config(env, ["opencode"], model=None)
+    oc_config(env, ["opencode"])  # no model here, nor in opencode's config
     code, lines = doctor(env, extra)
     assert lines[1] == ("[WARN] login opencode: no model chosen: set \"model\": \"provider/model\" "
                         "in ~/.config/opencode/opencode.json or providers.opencode.model; opencode "
