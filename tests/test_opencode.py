@@ -255,9 +255,16 @@ NOW_MS = int(AT.timestamp() * 1000)
 HOUR_MS = 3_600_000
 
 
-def opencode_db(path: Path) -> sqlite3.Connection:
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """opencode's data directory."""
+    (tmp_path / "opencode").mkdir()
+    return tmp_path / "opencode"
+
+
+def opencode_db(data: Path) -> sqlite3.Connection:
     """A database in WAL mode with opencode's `part` table, as opencode leaves it."""
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(data / "opencode.db")
     conn.execute("PRAGMA journal_mode=wal")
     conn.execute(PART)
     return conn
@@ -286,10 +293,8 @@ def read(ledger: sqlite3.Connection, data: Path, at: datetime = AT) -> dict[str,
 
 
 def test_history_is_read_without_a_file_beside_it_and_only_from_where_it_stopped(
-        tmp_path: Path, ledger: sqlite3.Connection) -> None:
-    data = tmp_path / "opencode"
-    data.mkdir()
-    writer = opencode_db(data / "opencode.db")
+        data: Path, ledger: sqlite3.Connection) -> None:
+    writer = opencode_db(data)
     add_part(writer, NOW_MS - 25 * HOUR_MS, 100)
     add_part(writer, NOW_MS - 2 * HOUR_MS, 200, text="unused")
     add_part(writer, NOW_MS - 2 * HOUR_MS, None, text='"type":"step-finish" in a reply')
@@ -308,10 +313,8 @@ def test_history_is_read_without_a_file_beside_it_and_only_from_where_it_stopped
 
 
 def test_a_part_written_in_the_last_minute_is_counted_but_read_again(
-        tmp_path: Path, ledger: sqlite3.Connection) -> None:
-    data = tmp_path / "opencode"
-    data.mkdir()
-    writer = opencode_db(data / "opencode.db")
+        data: Path, ledger: sqlite3.Connection) -> None:
+    writer = opencode_db(data)
     add_part(writer, NOW_MS - 10_000, 100)
     assert read(ledger, data) == {"2026-11-29": 101}
     writer.execute("UPDATE part SET data = json_set(data, '$.tokens.input', 400)")  # completed
@@ -321,16 +324,14 @@ def test_a_part_written_in_the_last_minute_is_counted_but_read_again(
 
 
 def test_another_database_in_its_place_is_read_from_the_start(
-        tmp_path: Path, ledger: sqlite3.Connection) -> None:
-    data = tmp_path / "opencode"
-    data.mkdir()
-    writer = opencode_db(data / "opencode.db")
+        data: Path, ledger: sqlite3.Connection) -> None:
+    writer = opencode_db(data)
     for hour in (5, 4, 3):
         add_part(writer, NOW_MS - hour * HOUR_MS, 100)
     writer.close()
     assert read(ledger, data) == {"2026-11-29": 303}
     os.unlink(data / "opencode.db")
-    writer = opencode_db(data / "opencode.db")
+    writer = opencode_db(data)
     add_part(writer, NOW_MS - HOUR_MS, 10)
     writer.close()
     assert read(ledger, data) == {"2026-11-29": 11}
