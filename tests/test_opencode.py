@@ -18,7 +18,7 @@ import pytest
 
 from nightshift_tasks import agents, state
 from nightshift_tasks.agents import opencode
-from tests.conftest import Env, max_overlap, require_npm_cli, summary_rows
+from tests.conftest import DODO, Env, max_overlap, require_npm_cli, summary_rows
 from tests.stubs import USAGE, ApiStub
 
 
@@ -58,6 +58,14 @@ def oc_config(env: Env, preference: list[str], **settings: object) -> None:
     env.write_config({"providers": {"preference": preference, "opencode": own, **others}})
 
 
+def run(env: Env, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`doit run` with a longer limit than Env.doit's: an opencode call takes 4 s to start on
+    an idle machine, and several times that on a loaded one."""
+    return subprocess.run([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
+                           f"config={env.config}"], cwd=env.tmp, env=env.environ(**extra),
+                          capture_output=True, text=True, timeout=600)
+
+
 def calls(env: Env) -> list[sqlite3.Row]:
     conn = sqlite3.connect(env.home / "state.db")
     conn.row_factory = sqlite3.Row
@@ -84,7 +92,7 @@ def test_opencode_completes_the_loop_with_the_stubs_usage_in_the_ledger(env: Env
     env.projects(["alpha"])
     oc_config(env, ["opencode"])
     extra = opencode_env(env, stub)
-    result = env.doit("run", **extra)
+    result = run(env, **extra)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = calls(env)
     assert [(r["provider"], phase(r), r["outcome"]) for r in rows] == [
@@ -119,7 +127,7 @@ def test_a_429_is_retried_then_the_chain_fails_over(env: Env, stub: ApiStub) -> 
     oc_config(env, ["opencode", "command"], max_retries=1)
     stub.openai.fail = -1
     stub.error_headers = {"retry-after-ms": "10"}
-    result = env.doit("run", **opencode_env(env, stub))
+    result = run(env, **opencode_env(env, stub))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = calls(env)
     assert [(r["provider"], phase(r), r["outcome"]) for r in rows] == [
@@ -139,7 +147,7 @@ def test_max_concurrent_holds_across_workers(env: Env, stub: ApiStub) -> None:
     subprocess.run([require_npm_cli("opencode"), "debug", "config"], env=env.environ(**extra),
                    stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=120)
     stub.openai.hold, stub.openai.delay = 2, 0.4  # two at once do happen: the cap binds
-    result = env.doit("run", "-n", "3", **extra)
+    result = run(env, "-n", "3", **extra)
     assert result.returncode == 0, result.stdout + result.stderr
     served = [(r.start, r.end) for r in stub.requests("openai")]
     assert len(served) == 9
