@@ -235,6 +235,13 @@ def test_usage_adds_back_cache_reads_and_reasoning_over_every_step() -> None:
                                        cost_usd=0.5)
 
 
+def test_lines_of_another_shape_count_nothing() -> None:
+    odd = ['{"type":"step_finish","part":"p"}', '{"type":"step_finish","part":{"tokens":[1]}}',
+           '{"type":"step_finish","part":{"tokens":{"input":"9","cache":[2]}}}', "[1]", "not json"]
+    reply = agents.parse_reply("opencode", "\n".join(odd))
+    assert (reply.text, reply.usage, reply.error) == ("", agents.Usage(), None)
+
+
 @pytest.mark.parametrize(("line", "kind", "message"), [
     (error_line(429, True), "transient", "APIError: Rate limit reached (HTTP 429)"),
     (error_line(401, False, "Incorrect API key provided"), "auth",

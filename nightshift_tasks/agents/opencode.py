@@ -68,11 +68,18 @@ def extra_env(usage_file: str | None) -> dict[str, str]:
     return {}
 
 
-def _billable(tokens: Mapping[str, Any]) -> int:
+def _flat(tokens: Any) -> dict[str, int]:
+    """opencode's `tokens` with its `cache` counts beside the others (read, write); zeros for
+    anything not shaped so."""
+    tokens = tokens if isinstance(tokens, dict) else {}
+    cache = tokens.get("cache")
+    merged = {**tokens, **(cache if isinstance(cache, dict) else {})}
+    return {key: count(merged, key) for key in ("input", "output", "reasoning", "read", "write")}
+
+
+def _billable(flat: Mapping[str, int]) -> int:
     """Uncached input + cache writes + output + reasoning, in opencode's own counts."""
-    cache = tokens.get("cache") or {}
-    return (count(tokens, "input") + count(cache, "write") + count(tokens, "output")
-            + count(tokens, "reasoning"))
+    return flat["input"] + flat["write"] + flat["output"] + flat["reasoning"]
 
 
 def _failure(event: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -91,26 +98,23 @@ def parse_reply(stdout: str, report: str | None) -> Reply:
     """`opencode run --format json`: the last text part, usage summed over step_finish lines."""
     texts: list[str] = []
     error: tuple[str, int | None] | None = None
-    keys = ("input", "output", "reasoning", "read", "write")
-    sums = dict.fromkeys(keys, 0)
+    sums = dict.fromkeys(("input", "output", "reasoning", "read", "write"), 0)
     cost = 0.0
     for event in base.json_lines(stdout):
-        part = event.get("part") or {}
+        part = event.get("part")
+        part = part if isinstance(part, dict) else {}
         if event.get("type") == "text":
             texts.append(str(part.get("text", "")))
         elif event.get("type") == "step_finish":
-            tokens = part.get("tokens") or {}
-            for key in keys:
-                sums[key] += count(tokens.get("cache") or {} if key in ("read", "write") else tokens,
-                                   key)
+            for key, value in _flat(part.get("tokens")).items():
+                sums[key] += value
             cost += float(part.get("cost") or 0.0)
         elif event.get("type") == "error":
             error = _failure(event)
     usage = Usage(input_tokens=sums["input"] + sums["read"],
                   output_tokens=sums["output"] + sums["reasoning"], cache_read_tokens=sums["read"],
                   cache_write_tokens=sums["write"], reasoning_tokens=sums["reasoning"],
-                  tokens=sums["input"] + sums["write"] + sums["output"] + sums["reasoning"],
-                  cost_usd=cost)
+                  tokens=_billable(sums), cost_usd=cost)
     text = texts[-1] if texts else ""
     return Reply(text, usage, *error) if error else Reply(text, usage)
 
@@ -188,7 +192,7 @@ def _fold(rows: list[sqlite3.Row], summary: dict[str, Any]) -> None:
             part = json.loads(row["data"])
             if part["type"] != "step-finish":  # only mentions one
                 continue
-            tokens = _billable(part["tokens"])
+            tokens = _billable(_flat(part["tokens"]))
             day = datetime.fromtimestamp(row["time_created"] / 1000).date().isoformat()
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, OSError):
             summary["bad"] += 1
