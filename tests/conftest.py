@@ -57,8 +57,8 @@ def require_npm_cli(name: str) -> str:
     """The path of a real agent CLI pinned in tests/npm, else fail the test with one line."""
     path = ROOT / "tests" / "npm" / "node_modules" / ".bin" / name
     if not path.exists():
-        pytest.fail(f"needs the pinned `{name}` CLI ({path} is missing): run `npm install --prefix tests/npm`",
-                    pytrace=False)
+        pytest.fail(f"needs the pinned `{name}` CLI ({path} is missing): "
+                    "run `npm install --prefix tests/npm`", pytrace=False)
     return str(path)
 
 

@@ -68,6 +68,7 @@ class ApiStub:
     openai: Behaviour = field(default_factory=Behaviour)
     gemini: Behaviour = field(default_factory=Behaviour)
     log: list[Request] = field(default_factory=list)
+    error_headers: dict[str, str] = field(default_factory=dict)  # sent with every error answer
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -156,8 +157,11 @@ class ApiStub:
                 behaviour.in_flight -= bool(phase)
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, kind: str, data: bytes) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, kind: str, data: bytes,
+              headers: dict[str, str] | None = None) -> None:
         handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("content-type", kind)
         handler.send_header("content-length", str(len(data)))
         handler.end_headers()
@@ -172,7 +176,7 @@ class ApiStub:
         else:
             body = {"error": {"message": "Rate limit reached", "type": "requests",
                               "code": "rate_limit_exceeded"}}
-        self._send(handler, status, "application/json", json.dumps(body).encode())
+        self._send(handler, status, "application/json", json.dumps(body).encode(), self.error_headers)
 
 
 def _sse(events: list[tuple[str, dict[str, Any]]]) -> str:

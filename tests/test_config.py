@@ -95,7 +95,7 @@ def test_defaults_come_from_the_schema(tmp_path: Path) -> None:
     config = load_config(path, builtin_slugs(), {})
     assert config.section("schedule") == {"max_projects": 0, "max_tasks": 1}
     assert config.section("providers")["preference"] == [
-        "claude", "codex", "copilot", "gemini", "command"]
+        "claude", "codex", "copilot", "gemini", "opencode", "command"]
     assert config.section("providers")["codex"]["dangerously_bypass_approvals_and_sandbox"] is False
     assert config.data["projects"] == [{"path": str(Path.home() / "src/app"), "priority": 0,
                                         "exclude": []}]
