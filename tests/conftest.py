@@ -261,3 +261,49 @@ def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, 
         seen += chunk
     os.close(leader)
     return proc.wait(timeout=60), seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+# ---- PostgreSQL: the fleet's ledger ------------------------------------------------------
+# The server the fleet tests use (`.ci/run` starts it when it is down); never skipped.
+PG_SERVER = os.environ.get("NIGHTSHIFT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Any:
+    """A throwaway database for this test session (each xdist worker has its own), dropped
+    at the end; a server that cannot be reached fails the test naming it."""
+    import uuid
+
+    import psycopg
+
+    name = f"nst_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable ({exc}); start it (.ci/run does) "
+                    "or point NIGHTSHIFT_TEST_PG at one", pytrace=False)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A fresh, empty schema of the session's database for one test, as a state.database URL."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state database's location on each backend: a file, then a server URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -150,7 +150,7 @@ def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[
         '"daily", "weekly"',
         f"config error: {env.config}: line 20, column 1: extra: unknown key; allowed keys: budget, "
         "integrations, "
-        "logging, projects, providers, publish, reporting, schedule, tasks"]
+        "logging, projects, providers, publish, reporting, schedule, state, tasks"]
     assert not env.home.exists()
     assert not env.record.exists()
 
@@ -171,7 +171,7 @@ def test_explicit_config_that_does_not_exist_is_an_error(env: Env) -> None:
 
 
 UNKNOWN_TOP = "unknown key; allowed keys: budget, integrations, logging, projects, providers, publish, " \
-              "reporting, schedule, tasks"
+              "reporting, schedule, state, tasks"
 NOT_A_TAG = "is not supported; use plain strings, numbers, booleans, lists and mappings"
 
 
