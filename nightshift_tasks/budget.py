@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from nightshift_tasks import fleet, state
-from nightshift_tasks.db import Conn, host_id
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.usage import Reading, week_start
 
 WEEKDAYS = {"monday": 0, "sunday": 6}
@@ -243,9 +243,8 @@ def reserve_waiting(conn: Conn, ask: Ask, patience: Callable[[], bool],
 
 def release(conn: Conn, attempt_id: int, provider: str | None = None) -> None:
     """The task ended (or left `provider`): from now on only its measured usage counts."""
-    with state.write(conn):
-        conn.execute("UPDATE reservations SET open = 0 WHERE attempt_id = ? AND "
-                     "(? IS NULL OR provider = ?)", (attempt_id, provider, provider))
+    write_one(conn, "UPDATE reservations SET open = 0 WHERE attempt_id = ? AND "
+              "(? IS NULL OR provider = ?)", (attempt_id, provider, provider))
 
 
 def open_reserved(conn: Conn, provider: str) -> int:

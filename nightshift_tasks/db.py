@@ -194,6 +194,15 @@ def write(conn: Conn, lock: str | None = None) -> Iterator[Conn]:
         raise
 
 
+def write_one(conn: Conn, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
+    """One idempotent statement (an UPDATE or DELETE that may safely run twice) as a write
+    of its own: on a server it commits by itself."""
+    if isinstance(conn, sqlite3.Connection):
+        with write(conn):
+            return conn.execute(sql, parameters)
+    return conn.execute_alone(sql, parameters)  # type: ignore[attr-defined, no-any-return]
+
+
 def migrate(conn: Conn) -> None:
     """Apply the migrations this database lacks. On a server, machines starting together
     all do it under the write lock: its DDL is transactional, and CREATE ... IF NOT EXISTS

@@ -30,9 +30,14 @@ def live_hosts(conn: Conn) -> set[str]:
                                             (db.stamp(db.now()),))}
 
 
-def _live_runs(conn: Conn) -> set[tuple[str, str]]:
-    return {(r["host"], r["run_id"]) for r in conn.execute(
-        "SELECT host, run_id FROM runners WHERE expires_at > ?", (db.stamp(db.now()),))}
+def _run_alive(conn: Conn, host: str, run_id: str) -> bool:
+    """A run of this host by its doit's pid (two homes on one host are two runs), another
+    host's by its lease."""
+    row = conn.execute("SELECT pid, expires_at FROM runners WHERE host = ? AND run_id = ?",
+                       (host, run_id)).fetchone()
+    if row is None:
+        return False
+    return alive(row["pid"]) if host == db.host_id() else bool(row["expires_at"] > db.stamp(db.now()))
 
 
 def holder_alive(host: str, pid: int | None, live: set[str]) -> bool:
@@ -62,9 +67,8 @@ def begin_run(conn: Conn, run_id: str, lease: float) -> None:
 
 
 def beat(conn: Conn, run_id: str, lease: float) -> None:
-    with db.write(conn):
-        conn.execute("UPDATE runners SET expires_at = ? WHERE host = ? AND run_id = ?",
-                     (db.stamp(db.now() + timedelta(seconds=lease)), db.host_id(), run_id))
+    db.write_one(conn, "UPDATE runners SET expires_at = ? WHERE host = ? AND run_id = ?",
+                 (db.stamp(db.now() + timedelta(seconds=lease)), db.host_id(), run_id))
 
 
 def end_run(conn: Conn, run_id: str) -> None:
@@ -106,14 +110,14 @@ def claim(conn: Conn, project_path: str, day: str, run_id: str, task: str,
     """Take (or keep) today's claim on the project for this run; None when this run may work
     `task` now, else why not: another machine's live run works the project, or another
     machine already did the task today (between this run's daily guard and now; `forced`:
-    task=<slug> reruns it). A claim of a run whose
-    lease expired, or of an earlier run of this host (this run holds its run lock), is
-    taken over."""
+    task=<slug> reruns it). The claim of a run that ended, or whose lease expired (another
+    host's) or whose doit is gone (this host's), is taken over."""
     me = db.host_id()
     with db.write(conn, f"claim {project_path}"):
         row = conn.execute("SELECT host, run_id, pid FROM claims WHERE project_path = ? AND day = ?",
                            (project_path, day)).fetchone()
-        if row is not None and row["host"] != me and (row["host"], row["run_id"]) in _live_runs(conn):
+        if row is not None and (row["host"], row["run_id"]) != (me, run_id) and _run_alive(
+                conn, row["host"], row["run_id"]):
             return f"{project_path} is being worked by {row['host']} (pid {row['pid']})"
         chain = state.chain_for_day(conn, project_path, day)
         if not forced and chain is not None and task in chain.done:
@@ -131,6 +135,5 @@ def claim(conn: Conn, project_path: str, day: str, run_id: str, task: str,
 
 def unclaim(conn: Conn, project_path: str, day: str, run_id: str) -> None:
     """The chain is finished: the project is free (for a forced rerun, say)."""
-    with db.write(conn):
-        conn.execute("DELETE FROM claims WHERE project_path = ? AND day = ? AND host = ? AND "
-                     "run_id = ?", (project_path, day, db.host_id(), run_id))
+    db.write_one(conn, "DELETE FROM claims WHERE project_path = ? AND day = ? AND host = ? AND "
+                 "run_id = ?", (project_path, day, db.host_id(), run_id))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from nightshift_tasks import fleet, state
-from nightshift_tasks.db import Conn, host_id
+from nightshift_tasks.db import Conn, host_id, write_one
 
 POLL_SECONDS = 0.1
 
@@ -54,5 +54,4 @@ def slot(conn: Conn, provider: str, cap: int | None, ttl: float,
     try:
         yield
     finally:
-        with state.write(conn):
-            conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+        write_one(conn, "DELETE FROM leases WHERE id = ?", (lease,))

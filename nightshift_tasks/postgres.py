@@ -88,10 +88,20 @@ class Ledger:
             TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE))
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        """A statement; a read outside a transaction is sent again, once, on a new
+        connection when the old one was lost."""
+        return self._send(sql, parameters, again=not self.in_transaction and _reads(sql))
+
+    def execute_alone(self, sql: str, parameters: Sequence[Any]) -> Any:
+        """An idempotent write as its own transaction (one round trip instead of three), sent
+        again likewise."""
+        return self._send(sql, parameters, again=True)
+
+    def _send(self, sql: str, parameters: Sequence[Any], again: bool) -> Any:
         try:
             return self._run(sql, parameters)
         except psycopg.OperationalError:
-            if self.in_transaction or not self._conn.broken or not _reads(sql):
+            if not again or not self._conn.broken:
                 raise
             self._reopen()
             return self._run(sql, parameters)

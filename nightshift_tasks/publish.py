@@ -18,7 +18,7 @@ from typing import Any
 
 from nightshift_tasks import branches, fleet, git, state, storage
 from nightshift_tasks.agents import agent_env
-from nightshift_tasks.db import Conn, host_id
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.loop import LoopResult
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
@@ -128,8 +128,7 @@ def _take_slot(spec: dict[str, Any], conn: Conn, attempt: int, ours: set[str],
 
 def release_slot(conn: Conn, attempt: int) -> None:
     """The task ended: a PR slot it took and did not use is free again."""
-    with state.write(conn):
-        conn.execute("DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
+    write_one(conn, "DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
 
 
 def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:

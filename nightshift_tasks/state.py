@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from nightshift_tasks.db import Conn, host_id
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.db import connect as connect
 from nightshift_tasks.db import now as now
 from nightshift_tasks.db import stamp as stamp
@@ -99,10 +99,8 @@ def plan_reads(conn: Conn, day: str) -> PlanReads:
 
 
 def clear_stale_assignments(conn: Conn, max_age: timedelta) -> int:
-    with write(conn):
-        cur = conn.execute("DELETE FROM assigned_tasks WHERE assigned_at < ?",
-                           (stamp(now() - max_age),))
-    return cur.rowcount
+    return write_one(conn, "DELETE FROM assigned_tasks WHERE assigned_at < ?",
+                     (stamp(now() - max_age),)).rowcount
 
 
 def open_chain(conn: Conn, project_path: str, day: str, tasks: list[str],
@@ -161,15 +159,13 @@ class Outcome:
 
 def set_agent_pgid(conn: Conn, attempt_id: int, pgid: int, phase: str) -> None:
     """The agent now running for the attempt, and its phase; record_call clears it."""
-    with write(conn):
-        conn.execute("UPDATE attempts SET agent_pgid = ?, phase = ? WHERE id = ?",
-                     (pgid, phase, attempt_id))
+    write_one(conn, "UPDATE attempts SET agent_pgid = ?, phase = ? WHERE id = ?",
+              (pgid, phase, attempt_id))
 
 
 def set_phase(conn: Conn, attempt_id: int, phase: str) -> None:
     """What the attempt is doing between agent calls (waiting for budget), for live progress."""
-    with write(conn):
-        conn.execute("UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
+    write_one(conn, "UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
 
 
 def fail_over(conn: Conn, chain_id: int, attempt_id: int, path: list[str]) -> None:
