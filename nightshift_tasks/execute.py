@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from datetime import date
@@ -21,6 +20,8 @@ from typing import Any
 from nightshift_tasks import (
     agents,
     budget,
+    db,
+    fleet,
     git,
     leases,
     mirrors,
@@ -31,6 +32,7 @@ from nightshift_tasks import (
     usage_report,
     window,
 )
+from nightshift_tasks.db import Conn
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import (
@@ -64,7 +66,7 @@ class ProviderAgent:
     """The agent of one task: retries transient failures with backoff and jitter, and fails
     over to the next provider for the rest of the project's chain on a hard limit."""
 
-    def __init__(self, spec: dict[str, Any], conn: sqlite3.Connection, chain_id: int,
+    def __init__(self, spec: dict[str, Any], conn: Conn, chain_id: int,
                  log: Path) -> None:
         self.spec, self.conn, self.chain_id, self.log = spec, conn, chain_id, log
         self.attempt_id = 0  # set once the ledger row exists
@@ -106,7 +108,8 @@ class ProviderAgent:
             return None  # the budget is ignored
         cand, pool = self.candidates[self.index], pools[self.provider]
         ask = budget.Ask(self.attempt_id, self.spec["run_id"], self.provider, pool["estimate"],
-                         pool["allowance"], os.getpid())
+                         pool["allowance"], os.getpid(),
+                         date.today().isoformat() if db.is_server(self.spec["db_path"]) else None)
         until, span = time.monotonic() + cand["timeout_s"], self.spec["window"]
 
         def patience() -> bool:
@@ -201,7 +204,7 @@ class ProviderAgent:
         return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
 
 
-def _in_worktree(spec: dict[str, Any], conn: sqlite3.Connection, agent: ProviderAgent,
+def _in_worktree(spec: dict[str, Any], conn: Conn, agent: ProviderAgent,
                  brief: TaskBrief, log: Path) -> tuple[LoopResult, publish.Published | None]:
     """The loop in a fresh worktree of the task's branch, then publishing a passed review.
 
@@ -244,8 +247,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     with its one line under "storage", for the reporter: never a traceback."""
     try:
         return _run_task(spec)
-    except (OSError, sqlite3.Error, storage.StorageError) as exc:
-        fault = storage.describe(exc, Path(spec["db_path"]))
+    except Exception as exc:  # only storage faults: describe leaves the rest a traceback
+        fault = storage.describe(exc, spec["db_path"])
         if fault is None:
             raise
         return {"status": "failed", "provider": spec["providers"][0]["name"], "error": str(fault),
@@ -260,9 +263,13 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
     day = date.today().isoformat()
     log = Path(spec["log_dir"]) / day / f"{spec['project']}--{spec['slug']}--{spec['run_id']}.log"
     storage.private_file(log)
-    conn = state.connect(Path(spec["db_path"]), spec["db_lock_wait"])
+    conn = state.connect(spec["db_path"], spec["db_lock_wait"])
     fault = None
     try:
+        taken = fleet.claim(conn, spec["path"], day, spec["run_id"], spec["slug"], spec["forced"])
+        if taken:  # another machine works the project, or did the task: no ledger row here
+            return {"status": "skipped", "provider": spec["providers"][0]["name"], "error": taken,
+                    "duration": time.monotonic() - started}
         chain_id = state.open_chain(conn, spec["path"], day, spec["chain"],
                                     spec["providers"][0]["name"], spec["run_id"])
         agent = ProviderAgent(spec, conn, chain_id, log)
@@ -293,15 +300,15 @@ def _run_task(spec: dict[str, Any]) -> dict[str, Any]:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
         except Exception as exc:  # a bug of ours must not stop the chain, nor a full disk
-            fault = storage.describe(exc, Path(spec["db_path"]))
+            fault = storage.describe(exc, spec["db_path"])
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
             publish.release_slot(conn, attempt)
-        state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
-                                                          result.error,
-                                                          published.output_ref if published else None,
-                                                          result.failure))
+        if state.finish_attempt(conn, attempt, state.Outcome(
+                result.status, result.iterations, result.error,
+                published.output_ref if published else None, result.failure)):
+            fleet.unclaim(conn, spec["path"], day, spec["run_id"])
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, mirrors, shutdown, state, storage, summary
+from nightshift_tasks import db, execute, guard, mirrors, shutdown, state, storage, summary
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
@@ -47,10 +47,10 @@ def load_engine() -> Engine:
         config = open_config(doit.get_var("config"), cwd)
         catalog = build_catalog(config.section("tasks")["custom"])
         options = run_options(catalog)
-        db_path, log_dir = config.state_db(), config.log_dir()
+        db_path, log_dir = config.state_location(), config.log_dir()
         at = state.now()
         with storage.or_exit(db_path):
-            plan = build_plan(config, catalog, guard.connection(str(db_path), config.db_lock_wait()),
+            plan = build_plan(config, catalog, guard.connection(db_path, config.db_lock_wait()),
                               at, options)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
@@ -61,7 +61,7 @@ def load_engine() -> Engine:
             print(f"nightshift: warning: {config.path} lists no projects; add your repositories "
                   "under `projects:` (`nightshift-tasks init DIR` finds them)", file=sys.stderr)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
-                     run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
+                     run_id=db.run_id(at, db_path))
     return _engine
 
 
@@ -162,6 +162,7 @@ def task_spec(engine: Engine, project: ProjectPlan, task: TaskDef) -> dict[str, 
     home = nightshift_home()
     return {
         "run_id": engine.run_id,
+        "forced": engine.options.force_task is not None,
         "db_path": str(engine.db_path),
         "db_lock_wait": engine.config.db_lock_wait(),
         "log_dir": str(engine.log_dir),

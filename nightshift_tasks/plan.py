@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from nightshift_tasks import agents, budget, git, state, window
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError, load_project_override, merged
 from nightshift_tasks.context import read_context
+from nightshift_tasks.db import Conn
 from nightshift_tasks.paths import PROJECT_CONFIG
 from nightshift_tasks.projects import ProjectRef, resolve_projects
 from nightshift_tasks.prompts import PROJECT_RULES, bounded
@@ -131,7 +131,7 @@ def usable_providers(data: dict[str, Any], allowances: dict[str, budget.Allowanc
     return usable, "" if usable else "no provider: " + "; ".join(notes)
 
 
-def provider_readings(config: Config, conn: sqlite3.Connection, at: datetime) -> dict[str, Reading]:
+def provider_readings(config: Config, conn: Conn, at: datetime) -> dict[str, Reading]:
     """What each provider's own files (or our ledger) show it has used."""
     providers = config.section("providers")
     return {name: read_usage(conn, name, providers[name], at) for name in providers["preference"]}
@@ -165,7 +165,7 @@ def invalid_project_config(ref: ProjectRef, lines: list[str]) -> ProjectPlan:
 class Planner:
     """Builds the plan; one instance per doit invocation."""
 
-    def __init__(self, config: Config, catalog: list[TaskDef], conn: sqlite3.Connection,
+    def __init__(self, config: Config, catalog: list[TaskDef], conn: Conn,
                  at: datetime, options: Options) -> None:
         self.config, self.catalog, self.conn, self.at, self.options = config, catalog, conn, at, options
         self.rng = random.Random() if options.random_task else None
@@ -321,6 +321,6 @@ class Planner:
                            **kw)
 
 
-def build_plan(config: Config, catalog: list[TaskDef], conn: sqlite3.Connection, at: datetime,
+def build_plan(config: Config, catalog: list[TaskDef], conn: Conn, at: datetime,
                options: Options | None = None) -> Plan:
     return Planner(config, catalog, conn, at, options or Options()).build()

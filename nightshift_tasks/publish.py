@@ -9,7 +9,6 @@ import contextlib
 import errno
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import branches, git, state, storage, urls
+from nightshift_tasks import branches, fleet, git, state, storage, urls
 from nightshift_tasks.agents import agent_env
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.process import alive
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
 MAX_REPORT_BYTES = 1 << 20
@@ -66,7 +65,7 @@ def reports_only(spec: dict[str, Any]) -> bool:
     return spec["category"] in REPORT_CATEGORIES and spec["publish"]["analysis"] == "report"
 
 
-def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> str | None:
+def preflight(spec: dict[str, Any], conn: Conn, attempt: int) -> str | None:
     """Why the task must not even start (remote not ours, a PR cap reached), or None; a task
     that may open a PR holds a PR slot from here on (release_slot gives it back).
 
@@ -100,18 +99,19 @@ def preflight(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int) -> s
     return _take_slot(spec, conn, attempt, ours, listed_at)
 
 
-def _take_slot(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int, ours: set[str],
+def _take_slot(spec: dict[str, Any], conn: Conn, attempt: int, ours: set[str],
                listed_at: str) -> str | None:
     """Count the PRs opened and being opened, and take a slot if one is free, in one write
     transaction: parallel workers cannot all see the last slot free. A slot of a process
     that died is free again."""
     settings, path = spec["publish"], spec["path"]
     hour_ago = state.stamp(state.now() - timedelta(hours=1))
-    with state.write(conn):
-        rows = conn.execute("SELECT project_path, branch, action, at, pid FROM prs WHERE "
+    with state.write(conn, "pull requests"):
+        rows = conn.execute("SELECT project_path, branch, action, at, host, pid FROM prs WHERE "
                             "action = 'reserved' OR (action = 'created' AND at >= ?)",
                             (min(hour_ago, listed_at),)).fetchall()
-        held = [r for r in rows if r["action"] == "reserved" and alive(r["pid"])]
+        holds = fleet.liveness(conn)
+        held = [r for r in rows if r["action"] == "reserved" and holds(r["host"], r["pid"])]
         opened = sum(r["action"] == "created" and r["at"] >= hour_ago for r in rows)
         since = [r for r in rows if r["action"] == "created" and r["at"] >= listed_at]
         # PRs opened since the list was taken count from the ledger.
@@ -122,16 +122,16 @@ def _take_slot(spec: dict[str, Any], conn: sqlite3.Connection, attempt: int, our
         if opened + len(held) >= settings["max_prs_per_hour"]:
             return (f"publish.max_prs_per_hour ({settings['max_prs_per_hour']}) reached: {opened} "
                     "opened in the last hour" + (f" and {len(held)} being opened" if held else ""))
-        conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, pid) "
-                     "VALUES (?, ?, '', 'reserved', ?, ?, ?)",
-                     (path, branch_name(spec), state.stamp(state.now()), attempt, os.getpid()))
+        conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, host, "
+                     "pid) VALUES (?, ?, '', 'reserved', ?, ?, ?, ?)",
+                     (path, branch_name(spec), state.stamp(state.now()), attempt, host_id(),
+                      os.getpid()))
     return None
 
 
-def release_slot(conn: sqlite3.Connection, attempt: int) -> None:
+def release_slot(conn: Conn, attempt: int) -> None:
     """The task ended: a PR slot it took and did not use is free again."""
-    with state.write(conn):
-        conn.execute("DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
+    write_one(conn, "DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
 
 
 def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:
@@ -198,7 +198,7 @@ def pr_body(spec: dict[str, Any], result: LoopResult, meta: dict[str, Any]) -> s
             "nightshift:metadata -->\n")
 
 
-def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str, body: str) -> str:
+def open_or_update_pr(spec: dict[str, Any], conn: Conn, base: str, body: str) -> str:
     path, branch = spec["path"], branch_name(spec)
     existing = json.loads(gh(spec, "pr", "list", "--head", branch, "--state", "open", "--json",
                              "number,url"))
@@ -210,14 +210,14 @@ def open_or_update_pr(spec: dict[str, Any], conn: sqlite3.Connection, base: str,
                  "--title", f"nightshift: {spec['name']}", "--body", body).splitlines()[-1]
         action = "created"
     with state.write(conn):  # the slot this process took for the PR becomes the PR
-        conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND pid = ?",
-                     (path, os.getpid()))
+        conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND host = ? "
+                     "AND pid = ?", (path, host_id(), os.getpid()))
         conn.execute("INSERT INTO prs (project_path, branch, url, action, at) VALUES (?, ?, ?, ?, ?)",
                      (path, branch, url, action, state.stamp(state.now())))
     return f"PR {action}: {url}"
 
 
-def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, base: str,
+def publish(spec: dict[str, Any], conn: Conn, worktree: git.Worktree, base: str,
             result: LoopResult, meta: dict[str, Any]) -> Published:
     """Only for a completed task (its review passed), and only if the agent left alone the
     files that steer git."""
@@ -256,7 +256,7 @@ def publish(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktr
     return Published(f"{note}; {pr}", pr.split(": ", 1)[1])
 
 
-def _place(spec: dict[str, Any], conn: sqlite3.Connection, worktree: git.Worktree, branch: str,
+def _place(spec: dict[str, Any], conn: Conn, worktree: git.Worktree, branch: str,
            commit: str) -> branches.Move | branches.Left:
     """Put the task's commit on its branch, and push it, unless that would move a branch
     checked out somewhere or overwrite commits not made by nightshift."""

@@ -18,7 +18,7 @@ from typing import Any
 from doit.reporter import ConsoleReporter
 from tabulate import tabulate
 
-from nightshift_tasks import budget, git, guard, process, report, runlock, shutdown, state, storage
+from nightshift_tasks import budget, db, fleet, git, guard, process, report, runlock, shutdown, state, storage
 from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.engine import Engine
@@ -99,6 +99,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.halted = False  # a storage fault stopped the start of the run
         self.storage_fault = ""  # a task's storage fault: the run exits EXIT_STORAGE
         self.live: LiveLine | None = None
+        self.heartbeat: fleet.Heartbeat | None = None
         self.started = time.monotonic()
         self.started_at = state.now()
 
@@ -134,6 +135,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             sys.exit(EXIT_LOCKED)
         process.set_phase("running")
         conn = guard.connection(str(engine.db_path))
+        lease = engine.config.state_lease()
+        fleet.begin_run(conn, engine.run_id, lease)
+        if db.is_server(engine.db_path):  # other machines judge this one by its lease
+            self.heartbeat = fleet.Heartbeat(engine.db_path, engine.run_id, lease)
+            self.heartbeat.start()
         for note in recover_orphans(conn):
             self.write(f"nightshift: {note}\n")
         cleared = state.clear_stale_assignments(conn, STALE_ASSIGNMENT)
@@ -233,6 +239,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         engine = self.engine
         conn = guard.connection(str(engine.db_path))
         interrupt_leftovers(conn, engine.run_id)  # a worker killed before it could say so
+        fleet.end_run(conn, engine.run_id)
+        if self.heartbeat:
+            self.heartbeat.stop()
         record = report.run_record(conn, engine.plan, engine.run_id, self.started_at, state.now(),
                                    engine.log_dir)
         self._count_interrupted(record)

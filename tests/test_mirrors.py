@@ -264,7 +264,7 @@ def test_fleet_mode_needs_a_url_for_every_project(env: Env) -> None:
 
 
 def test_path_projects_still_work_without_fleet_mode(env: Env) -> None:
-    env.projects(["alpha"], state={"database": "sqlite"}, tasks={"enabled": ["lint-fix"]})
+    env.projects(["alpha"], state={"lease": "5m"}, tasks={"enabled": ["lint-fix"]})
     assert env.doit("list").stdout.split() == ["alpha", "lint-fix", "via", "command"]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from nightshift_tasks import usage_report
 from nightshift_tasks.agents.readings import Reading
+from nightshift_tasks.db import Conn
 from nightshift_tasks.text import one_line
 
 # Linux's MAX_ARG_STRLEN: the most bytes one argv element can hold, its final NUL included.
@@ -114,7 +114,7 @@ class Provider(Protocol):
 
     def login_state(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | None: ...
 
-    def read_usage(self, conn: sqlite3.Connection, settings: Mapping[str, Any],
+    def read_usage(self, conn: Conn, settings: Mapping[str, Any],
                    at: datetime) -> Reading: ...
 
 

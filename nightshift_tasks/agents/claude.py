@@ -8,7 +8,6 @@ Usage, per day: `stats-cache.json` `dailyModelTokens` where it has that day, els
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
 from nightshift_tasks.agents.readings import Reading, fold_days, jsonl_files, scan_all
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "claude"
 TESTED: str | None = "2.1."
@@ -100,7 +100,7 @@ def _lines(lines: list[bytes], summary: dict[str, Any]) -> None:
     fold_days(lines, summary, "assistant", (b'"assistant"', b'"usage"'), _message)
 
 
-def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
+def read_history(conn: Conn, data_path: Path) -> Reading:
     """Per day, `stats-cache.json` where it has that day, else the projects' JSONL.
 
     Claude Code rewrites the stats cache only now and then, so it often lacks today (and
@@ -130,5 +130,5 @@ def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_history(conn, Path(settings["data_path"]))

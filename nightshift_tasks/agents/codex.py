@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
 from nightshift_tasks.agents.readings import Reading, jsonl_files, scan_all
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "codex"
 TESTED: str | None = "0.171."
@@ -130,7 +130,7 @@ def billable(summary: dict[str, Any]) -> int:
                + delta["reasoning_output_tokens"])
 
 
-def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
+def read_history(conn: Conn, data_path: Path) -> Reading:
     reading = Reading(source="sessions/*.jsonl")
     files = scan_all(conn, jsonl_files(data_path / "sessions"), _lines, lambda: {"bad": 0}, reading)
     newest = 0.0
@@ -147,5 +147,5 @@ def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_history(conn, Path(settings["data_path"]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -30,6 +29,7 @@ from typing import Any
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
 from nightshift_tasks.agents.readings import Reading, fold_days, jsonl_files, scan_all
+from nightshift_tasks.db import Conn
 from nightshift_tasks.paths import nightshift_home
 
 BINARY: str | None = "gemini"
@@ -151,7 +151,7 @@ def _lines(lines: list[bytes], summary: dict[str, Any]) -> None:
     fold_days(lines, summary, "gemini", (b'"gemini"', b'"tokens"'), _reply)
 
 
-def read_history(conn: sqlite3.Connection, roots: list[Path]) -> Reading:
+def read_history(conn: Conn, roots: list[Path]) -> Reading:
     """Per local day, from the session files under each of `roots` (gemini directories)."""
     reading = Reading(source="tmp/*/chats/*.jsonl")
     files = [f for root in roots for f in jsonl_files(root / "tmp")]
@@ -163,6 +163,6 @@ def read_history(conn: sqlite3.Connection, roots: list[Path]) -> Reading:
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     """The user's own sessions and those of our calls, which live in our home."""
     return read_history(conn, [Path(settings["data_path"]), cli_home() / ".gemini"])

@@ -29,6 +29,7 @@ from nightshift_tasks import state
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
 from nightshift_tasks.agents.readings import Reading
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "opencode"
 TESTED: str | None = "1.18."
@@ -216,7 +217,7 @@ def _new_parts(db: Path, after: int) -> tuple[list[sqlite3.Row], int]:
     return rows, last
 
 
-def read_history(conn: sqlite3.Connection, data_path: Path, at: datetime) -> Reading:
+def read_history(conn: Conn, data_path: Path, at: datetime) -> Reading:
     """Per day, from opencode.db's step-finish parts. Those settled for SETTLE_MS are cached
     in our state DB with the rowid reached; newer ones are counted on a copy only."""
     db = data_path / "opencode.db"
@@ -250,5 +251,5 @@ def read_history(conn: sqlite3.Connection, data_path: Path, at: datetime) -> Rea
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_history(conn, Path(settings["data_path"]), at)
