@@ -104,7 +104,7 @@ def test_codex_reply_from_jsonl_events() -> None:
     reply = parse_reply("codex", "\n".join(map(json.dumps, lines)))
     assert reply.text == "done" and reply.error is None
     assert reply.usage == Usage(input_tokens=200, output_tokens=30, cache_read_tokens=50,
-                                reasoning_tokens=10, tokens=190)
+                                reasoning_tokens=10, tokens=180)
     failed = {"type": "turn.failed", "error": {"message": "exceeded retry limit, last status: 429"}}
     assert parse_reply("codex", json.dumps(failed)).error == "exceeded retry limit, last status: 429"
 

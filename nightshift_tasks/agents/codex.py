@@ -2,7 +2,8 @@
 read from its own session files under providers.codex.data_path.
 
 Usage: `sessions/YYYY/MM/DD/*.jsonl` `token_count` events; per session last - first of
-`total_token_usage`, billable = (input - cached) + output + reasoning; the newest
+`total_token_usage`, billable = (input - cached) + output (the Responses API's output already
+holds the reasoning tokens, which are shown apart); the newest
 `rate_limits`, which the budget prefers to its own arithmetic.
 """
 
@@ -78,7 +79,7 @@ def parse_reply(stdout: str, report: str | None) -> Reply:
                   cache_write_tokens=fields["cache_write_input_tokens"],
                   reasoning_tokens=fields["reasoning_output_tokens"],
                   tokens=max(0, fields["input_tokens"] - fields["cached_input_tokens"])
-                  + fields["output_tokens"] + fields["reasoning_output_tokens"])
+                  + fields["output_tokens"])
     return Reply(texts[-1] if texts else "", usage, error)
 
 
@@ -126,8 +127,7 @@ def billable(summary: dict[str, Any]) -> int:
     delta = {k: last[k] - first[k] for k in FIELDS}
     if summary["events"] == 1 or min(delta.values()) < 0:  # one event, or counters went down
         delta = last
-    return int(max(0, delta["input_tokens"] - delta["cached_input_tokens"]) + delta["output_tokens"]
-               + delta["reasoning_output_tokens"])
+    return int(max(0, delta["input_tokens"] - delta["cached_input_tokens"]) + delta["output_tokens"])
 
 
 def read_history(conn: Conn, data_path: Path) -> Reading:
