@@ -7,6 +7,14 @@ doit dodo.py with the same task graph that runs the same agent three times per t
   makespan     first agent start -> last agent end, from the agent's records
   lower bound  max(longest project chain, total agent time / K), from the same records
   overhead     (nightshift wall - bare doit wall) / agent calls
+  gaps         from the ledger's attempt stamps (started at dispatch, ended after publish)
+               and the agent's records, medians in ms:
+                 dispatch->agent   attempt start -> its first agent call starts
+                 between calls     one phase's agent exit -> the next phase's agent start
+                 agent->end        last agent exit -> attempt recorded as ended
+                 end->dispatch     a worker's attempt ended -> the next attempt started
+                                   (the i-th start after the first K pairs with the
+                                   (i-K)-th end: doit hands a freed worker the next task)
 
 Usage: python bench/parallel.py [--quick] [--repeat R]
 """
@@ -14,14 +22,18 @@ Usage: python bench/parallel.py [--quick] [--repeat R]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +140,37 @@ def bounds(records: list[tuple[float, float, str]], repos: list[str], k: int) ->
     return makespan, max(max(chains.values()), sum(chains.values()) / k)
 
 
+def _ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000 if values else float("nan")
+
+
+def gaps(db: Path, records: list[tuple[float, float, str]], k: int) -> list[float]:
+    """Median dispatch->agent, between-calls, agent->end and end->dispatch gaps in ms."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    rows = conn.execute("SELECT project_path, started_at, ended_at FROM attempts "
+                        "WHERE task != 'forget' ORDER BY started_at").fetchall()
+    conn.close()
+    calls: dict[str, list[tuple[float, float]]] = {}
+    for start, end, cwd in records:
+        calls.setdefault(Path(cwd).name.split("--")[0], []).append((start, end))
+    first, between, last = [], [], []
+    spans = []
+    for project, started, ended in rows:
+        begin = datetime.fromisoformat(started).timestamp()
+        finish = datetime.fromisoformat(ended).timestamp()
+        spans.append((begin, finish))
+        mine = sorted(c for c in calls.get(Path(project).name, []) if begin <= c[0] <= finish)
+        if not mine:
+            die(f"attempt of {project} recorded no agent call between its stamps")
+        first.append(mine[0][0] - begin)
+        last.append(finish - mine[-1][1])
+        between += [b[0] - a[1] for a, b in itertools.pairwise(mine)]
+    starts = sorted(b for b, _ in spans)
+    ends = sorted(f for _, f in spans)
+    handoff = [starts[i] - ends[i - k] for i in range(k, len(starts))]
+    return [_ms(first), _ms(between), _ms(last), _ms(handoff)]
+
+
 def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[Any]:
     n, calls = len(repos), len(repos) * len(TASKS) * len(PHASES)
     work = root / tag
@@ -158,7 +201,7 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
     flags = [f"ratio>{RATIO_TARGET:.2f}"] * (ratio > RATIO_TARGET)
     flags += [f"overhead>{OVERHEAD_TARGET_MS:g}ms"] * (overhead_ms > OVERHEAD_TARGET_MS)
     return [k, n, calls, makespan, lower, ratio, ns.wall, bare.wall, overhead_ms,
-            ", ".join(flags) or "ok"]
+            *gaps(work / "home" / "state.db", ns.records, k), ", ".join(flags) or "ok"]
 
 
 def main() -> int:
@@ -182,7 +225,8 @@ def main() -> int:
             rows.append(min(runs, key=lambda row: float(row[6])))
             print(f"  K={k:<2} N={n:<3} done", file=sys.stderr, flush=True)
     headers = ["K", "N", "calls", "makespan s", "lower bound s", "ratio", "nightshift wall s",
-               "baseline wall s", "overhead ms/call", "targets"]
+               "baseline wall s", "overhead ms/call", "dispatch->agent ms", "between calls ms",
+               "agent->end ms", "end->dispatch ms", "targets"]
     print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
     print(f"targets: ratio <= {RATIO_TARGET:.2f}, overhead <= {OVERHEAD_TARGET_MS:g} ms/call")
     missed = sum(row[-1] != "ok" for row in rows)

@@ -10,10 +10,10 @@ proves nothing about whose it is, so that is never the test.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from nightshift_tasks import git, state
+from nightshift_tasks.db import Conn
 from nightshift_tasks.spec import TaskSpec
 
 KEPT = "refs/nightshift/kept"  # + /<branch>/<run id>: work that was not published
@@ -44,18 +44,18 @@ class Left:
     keep: bool
 
 
-def recorded(conn: sqlite3.Connection, path: str, branch: str) -> tuple[str, bool] | None:
+def recorded(conn: Conn, path: str, branch: str) -> tuple[str, bool] | None:
     """(commit, own) nightshift last set the branch to, or None."""
     row = conn.execute("SELECT commit_id, own FROM branch_heads WHERE project_path = ? AND "
                        "branch = ?", (path, branch)).fetchone()
     return None if row is None else (str(row["commit_id"]), bool(row["own"]))
 
 
-def record(conn: sqlite3.Connection, path: str, branch: str, move: Move) -> None:
+def record(conn: Conn, path: str, branch: str, move: Move) -> None:
     with state.write(conn):
         conn.execute("INSERT INTO branch_heads (project_path, branch, commit_id, own, at) VALUES "
-                     "(?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET commit_id = excluded.commit_id, "
-                     "own = excluded.own, at = excluded.at",
+                     "(?, ?, ?, ?, ?) ON CONFLICT (project_path, branch) DO UPDATE SET "
+                     "commit_id = excluded.commit_id, own = excluded.own, at = excluded.at",
                      (path, branch, move.new, int(move.own), state.stamp(state.now())))
 
 
@@ -67,10 +67,10 @@ def _ours(worktree: git.Worktree, tip: str, last: tuple[str, bool] | None, base:
     return git.trailers_only(worktree, tip, base, slug)
 
 
-def decide(worktree: git.Worktree, conn: sqlite3.Connection, spec: TaskSpec,
+def decide(worktree: git.Worktree, conn: Conn, spec: TaskSpec,
            branch: str, commit: str) -> Move | Left:
     """What becomes of `commit`, the task's new work on top of its base, on `branch`."""
-    path, slug, settings = spec.project.path, spec.slug, spec.run.publish
+    path, slug, settings = spec.project.path, spec.slug, spec.project.publish
     remote = None if settings.mode == "local" else settings.remote
     base, last = f"{commit}~1", recorded(conn, path, branch)
     local = git.tip(worktree, f"refs/heads/{branch}")

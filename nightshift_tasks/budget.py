@@ -4,7 +4,6 @@ from the usage its own files show, and the run-time reservations made against it
 from __future__ import annotations
 
 import math
-import sqlite3
 import statistics
 import time
 from collections.abc import Callable
@@ -12,8 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from nightshift_tasks import state
-from nightshift_tasks.process import alive
+from nightshift_tasks import fleet, state
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.usage import Reading, week_start
 
 WEEKDAYS = {"monday": 0, "sunday": 6}
@@ -110,7 +109,7 @@ def compute(budget: dict[str, Any], provider: str, reading: Reading, at: datetim
                      allowance, f"{equation} = {allowance:,}")
 
 
-def estimates(conn: sqlite3.Connection, provider: str) -> dict[str, tuple[int, int]]:
+def estimates(conn: Conn, provider: str) -> dict[str, tuple[int, int]]:
     """Per task: (the 80th percentile of the measured tokens of its latest completed runs on
     the provider, runs).
 
@@ -150,6 +149,7 @@ class Ask:
     estimate: int
     allowance: int
     pid: int
+    fleet_day: str | None = None  # on a fleet's ledger: the day whose spend, fleet-wide, counts
 
 
 @dataclass(frozen=True)
@@ -165,52 +165,64 @@ class Standing:
         return max(0, allowance - self.settled - self.held - self.kept)
 
 
-def settled(conn: sqlite3.Connection, run_id: str, provider: str) -> int:
-    """What the run's calls to the provider measured, whichever task made them."""
+def settled(conn: Conn, run_id: str, provider: str, fleet_day: str | None = None) -> int:
+    """What the run's calls to the provider measured, whichever task made them; on a fleet's
+    ledger, what every machine's calls measured on `fleet_day`."""
+    if fleet_day is not None:
+        return int(conn.execute(
+            "SELECT COALESCE(SUM(tokens), 0) FROM calls WHERE provider = ? AND "
+            "substr(started_at, 1, 10) = ?", (provider, fleet_day)).fetchone()[0])
     return int(conn.execute(
         "SELECT COALESCE(SUM(c.tokens), 0) FROM calls c JOIN attempts a ON a.id = c.attempt_id "
         "WHERE a.run_id = ? AND c.provider = ?", (run_id, provider)).fetchone()[0])
 
 
-def _holds(conn: sqlite3.Connection, provider: str, run_id: str | None) -> tuple[int, int]:
+def _holds(conn: Conn, provider: str, run_id: str | None) -> tuple[int, int]:
     """(held, kept) beyond the usage measured on the provider: what open reservations of
     running tasks hold (of one run, or of every run; a dead holder holds nothing), and what
     a run's ended tasks keep because a call's usage is unknown (a command that reported none,
     or a malformed report). Across runs the usage reader counts the kept part on its day."""
     held = kept = 0
+    holds = fleet.liveness(conn)
     for row in conn.execute(
-            "SELECT r.estimate, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
+            "SELECT r.estimate, r.host, r.pid, r.open, COALESCE(SUM(c.tokens), 0) AS settled, "
             "COALESCE(MIN(c.usage_known), 1) = 0 AS unknown FROM reservations r "
             "LEFT JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = r.provider "
             "WHERE r.provider = ? AND (? IS NULL AND r.open = 1 OR r.run_id = ?) "
-            "GROUP BY r.attempt_id", (provider, run_id, run_id)):
+            "GROUP BY r.attempt_id, r.provider", (provider, run_id, run_id)):
         beyond = max(0, row["estimate"] - row["settled"])
-        if row["open"] and alive(row["pid"]):
+        if row["open"] and holds(row["host"], row["pid"]):
             held += beyond
         elif run_id is not None and row["unknown"]:
             kept += beyond
     return held, kept
 
 
-def standing(conn: sqlite3.Connection, run_id: str, provider: str) -> Standing:
+def standing(conn: Conn, run_id: str, provider: str, fleet_day: str | None = None) -> Standing:
+    """Against the run's allowance; on a fleet's ledger, against the fleet's for the day:
+    every machine's measured spend that day, and every live machine's open reservations."""
+    if fleet_day is not None:
+        return Standing(settled(conn, run_id, provider, fleet_day), *_holds(conn, provider, None))
     return Standing(settled(conn, run_id, provider), *_holds(conn, provider, run_id))
 
 
-def reserve(conn: sqlite3.Connection, ask: Ask) -> tuple[bool, Standing]:
+def reserve(conn: Conn, ask: Ask) -> tuple[bool, Standing]:
     """Reserve the estimate if it fits what is left of the run's allowance: (fits, where the
     run stood before)."""
-    with state.write(conn):
-        now = standing(conn, ask.run_id, ask.provider)
+    with state.write(conn, f"budget {ask.provider}"):
+        now = standing(conn, ask.run_id, ask.provider, ask.fleet_day)
         if ask.estimate > now.left(ask.allowance):
             return False, now
-        conn.execute("INSERT OR REPLACE INTO reservations (attempt_id, run_id, provider, "
-                     "estimate, pid, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     (ask.attempt_id, ask.run_id, ask.provider, ask.estimate, ask.pid,
+        conn.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, host, pid, "
+                     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (attempt_id, provider) "
+                     "DO UPDATE SET run_id = excluded.run_id, estimate = excluded.estimate, host = "
+                     "excluded.host, pid = excluded.pid, open = 1, created_at = excluded.created_at",
+                     (ask.attempt_id, ask.run_id, ask.provider, ask.estimate, host_id(), ask.pid,
                       state.stamp(state.now())))
     return True, now
 
 
-def reserve_waiting(conn: sqlite3.Connection, ask: Ask, patience: Callable[[], bool],
+def reserve_waiting(conn: Conn, ask: Ask, patience: Callable[[], bool],
                     waiting: Callable[[Standing], None]) -> tuple[bool, Standing]:
     """Reserve; when only other tasks' open reservations stand in the way, wait for them to
     settle while `patience()` holds, polling the ledger. Skipped (False) only when settled
@@ -223,20 +235,19 @@ def reserve_waiting(conn: sqlite3.Connection, ask: Ask, patience: Callable[[], b
             waiting(now)
             told = True
         time.sleep(POLL_SECONDS)
-        now = standing(conn, ask.run_id, ask.provider)  # a read: the write only when it fits
+        now = standing(conn, ask.run_id, ask.provider, ask.fleet_day)  # a read; writes if it fits
         if ask.estimate <= now.left(ask.allowance):
             fits, now = reserve(conn, ask)
     return fits, now
 
 
-def release(conn: sqlite3.Connection, attempt_id: int, provider: str | None = None) -> None:
+def release(conn: Conn, attempt_id: int, provider: str | None = None) -> None:
     """The task ended (or left `provider`): from now on only its measured usage counts."""
-    with state.write(conn):
-        conn.execute("UPDATE reservations SET open = 0 WHERE attempt_id = ? AND "
-                     "(? IS NULL OR provider = ?)", (attempt_id, provider, provider))
+    write_one(conn, "UPDATE reservations SET open = 0 WHERE attempt_id = ? AND "
+              "(? IS NULL OR provider = ?)", (attempt_id, provider, provider))
 
 
-def open_reserved(conn: sqlite3.Connection, provider: str) -> int:
+def open_reserved(conn: Conn, provider: str) -> int:
     """Tokens held back right now by running tasks of any run (beyond what they measured)."""
     return _holds(conn, provider, None)[0]
 

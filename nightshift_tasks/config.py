@@ -53,6 +53,14 @@ class Config:
         """budget.db_path, else $NIGHTSHIFT_HOME/state.db."""
         return Path(self.section("budget").get("db_path") or nightshift_home() / "state.db")
 
+    def state_location(self) -> str:
+        """state.database (a fleet's PostgreSQL URL), else the SQLite file's path."""
+        return str(self.section("state").get("database") or self.state_db())
+
+    def state_lease(self) -> float:
+        """state.lease in seconds."""
+        return parse_duration(self.section("state")["lease"])
+
     def db_lock_wait(self) -> float:
         """budget.db_lock_wait in seconds."""
         return parse_duration(self.section("budget")["db_lock_wait"])

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from nightshift_tasks import cron
+from nightshift_tasks import cron, urls
 from nightshift_tasks.durations import parse_duration
 from nightshift_tasks.errors import dotted, quote
 from nightshift_tasks.window import valid_zone
@@ -165,6 +165,7 @@ def semantic_errors(data: dict[str, Any], source: str, known_slugs: list[str]) -
             data, "providers", "command", "argv") is None:
         lines.append(f"config error: {source}: providers.command.argv: missing; an enabled "
                      'command provider needs argv, e.g. ["my-agent", "--print", "{prompt}"]')
+    lines += urls.config_errors(data, source)
     builtin = set(known_slugs)
     lines += _custom_errors(data, source, builtin)
     custom = [_get(e, "type") for e in _list(_get(data, "tasks", "custom"))]

@@ -82,7 +82,7 @@ def _describe_one(error: jsonschema.ValidationError, schema: dict[str, Any]) -> 
     value = error.instance
     kind = error.validator
     expected: Any = error.validator_value
-    if custom and kind in ("pattern", "anyOf"):
+    if custom and kind in ("pattern", "anyOf", "oneOf"):
         return key, f"{quote(value)} is {custom}" if kind == "pattern" else custom
     if kind == "enum":
         choices = ", ".join(json.dumps(v) for v in expected)

@@ -18,7 +18,7 @@ class Engine:
     config: Config
     catalog: list[TaskDef]
     plan: Plan
-    db_path: Path
+    db_path: str  # the state database: a file's path or a PostgreSQL URL
     log_dir: Path
     options: Options
     run_id: str

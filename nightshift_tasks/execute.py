@@ -11,14 +11,29 @@ import contextlib
 import dataclasses
 import os
 import random
-import sqlite3
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import agents, budget, git, leases, publish, state, storage, usage_report, window
+from nightshift_tasks import (
+    agents,
+    budget,
+    db,
+    fleet,
+    git,
+    leases,
+    mirrors,
+    publish,
+    state,
+    storage,
+    urls,
+    usage_report,
+    window,
+)
+from nightshift_tasks.db import Conn
+from nightshift_tasks.durations import format_duration
 from nightshift_tasks.loop import AgentFailure, LoopResult, run_loop
 from nightshift_tasks.process import ProcResult, append_log, run_process
 from nightshift_tasks.prompts import TaskBrief
@@ -47,7 +62,7 @@ class ProviderAgent:
     """The agent of one task: retries transient failures with backoff and jitter, and fails
     over to the next provider for the rest of the project's chain on a hard limit."""
 
-    def __init__(self, spec: TaskSpec, conn: sqlite3.Connection, chain_id: int,
+    def __init__(self, spec: TaskSpec, conn: Conn, chain_id: int,
                  log: Path) -> None:
         self.spec, self.conn, self.chain_id, self.log = spec, conn, chain_id, log
         self.attempt_id = 0  # set once the ledger row exists
@@ -89,7 +104,8 @@ class ProviderAgent:
             return None  # the budget is ignored
         cand, pool = self.candidates[self.index], pools[self.provider]
         ask = budget.Ask(self.attempt_id, self.spec.run.run_id, self.provider, pool.estimate,
-                         pool.allowance, os.getpid())
+                         pool.allowance, os.getpid(),
+                         date.today().isoformat() if db.is_server(self.spec.run.db_path) else None)
         until, span = time.monotonic() + cand.timeout_s, self.spec.run.window
 
         def patience() -> bool:
@@ -124,7 +140,7 @@ class ProviderAgent:
                     raise ProviderExhausted(f"{cand.name}: {failure.message}")
                 delay = failure.reset_in
             _note(self.log, f"{cand.name} transient failure ({failure.message}); retry "
-                  f"{attempt + 1}/{cand.max_retries} in {delay:.1f}s")
+                  f"{attempt + 1}/{cand.max_retries} in {format_duration(delay)}")
             time.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
@@ -183,25 +199,26 @@ class ProviderAgent:
         return dataclasses.replace(failure, message=f"exit {result.exit_code}: {failure.message}")
 
 
-def _in_worktree(spec: TaskSpec, conn: sqlite3.Connection, agent: ProviderAgent,
+def _in_worktree(spec: TaskSpec, conn: Conn, agent: ProviderAgent,
                  brief: TaskBrief, log: Path) -> tuple[LoopResult, publish.Published | None]:
     """The loop in a fresh worktree of the task's branch, then publishing a passed review.
 
     The worktree goes away afterwards; the branch stays.
     """
-    settings, path = spec.run.publish, spec.project.path
+    project = spec.project
+    settings, path, url = project.publish, project.repo, project.url
     started = state.now()
-    if settings.mode != "local":
+    if settings.mode != "local" and not url:  # a url project's mirror is fetched
         git.git(path, "fetch", "--quiet", settings.remote, check=False)
-    base, label = git.base_commit(path, spec.project.base_branch, settings.remote)
-    worktree = Path(spec.run.worktrees_dir) / f"{spec.project.name}--{spec.slug}--{os.getpid()}"
-    box = git.add_worktree(path, worktree, base)
+    base, label = git.base_commit(path, project.base_branch, settings.remote)
+    worktree = Path(spec.run.worktrees_dir) / f"{project.name}--{spec.slug}--{os.getpid()}"
+    box = git.add_worktree(path, worktree, base, mirrors.git_env(url) if url else None)
     agent.cwd = str(worktree)
     try:
         result = run_loop(agent, brief)
         if result.status != "completed":
             return result, None  # failed or abandoned work publishes nothing
-        meta = {"task-id": f"{spec.slug}:{path}", "task-type": spec.slug,
+        meta = {"task-id": f"{spec.slug}:{project.path}", "task-type": spec.slug,
                 "task-title": spec.name, "provider": agent.provider,
                 "cost-tier": spec.cost_label, "branch": publish.branch_name(spec),
                 "base": label, "iterations": result.iterations,
@@ -212,6 +229,7 @@ def _in_worktree(spec: TaskSpec, conn: sqlite3.Connection, agent: ProviderAgent,
             done = publish.publish(spec, conn, box, label, result, meta)
         except (git.GitError, publish.PublishError) as exc:
             error = str(exc) if isinstance(exc, publish.Refused) else f"publish failed: {exc}"
+            error = urls.redact(error, url)
             return dataclasses.replace(result, status="failed", error=error), None
         _note(log, done.note)
         return result, done
@@ -225,8 +243,8 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
     with its one line under "storage", for the reporter: never a traceback."""
     try:
         return _run_task(spec)
-    except (OSError, sqlite3.Error, storage.StorageError) as exc:
-        fault = storage.describe(exc, Path(spec.run.db_path))
+    except Exception as exc:  # only storage faults: describe leaves the rest a traceback
+        fault = storage.describe(exc, spec.run.db_path)
         if fault is None:
             raise
         return {"status": "failed", "provider": spec.project.providers[0].name, "error": str(fault),
@@ -242,9 +260,13 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
     run, project = spec.run, spec.project
     log = Path(run.log_dir) / day / f"{project.name}--{spec.slug}--{run.run_id}.log"
     storage.private_file(log)
-    conn = state.connect(Path(run.db_path), run.db_lock_wait)
+    conn = state.connect(run.db_path, run.db_lock_wait)
     fault = None
     try:
+        taken = fleet.claim(conn, project.path, day, run.run_id, spec.slug, run.forced)
+        if taken:  # another machine works the project, or did the task: no ledger row here
+            return {"status": "skipped", "provider": project.providers[0].name, "error": taken,
+                    "duration": time.monotonic() - started}
         chain_id = state.open_chain(conn, project.path, day, list(project.chain),
                                     project.providers[0].name, run.run_id)
         agent = ProviderAgent(spec, conn, chain_id, log)
@@ -255,14 +277,18 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
                           project.notes, spec.sources)
         span = run.window
         reason = (f"the time window {window.describe(span)} closed before this task could start"
-                  if span and not window.is_open(span, state.now())
-                  else publish.preflight(spec, conn, attempt))
+                  if span and not window.is_open(span, state.now()) else None)
         published = None
         try:
-            reason = reason or agent.reserve()  # may wait for running tasks: interruptible
-            if reason:
+            if project.url and not reason:
+                mirrors.sync(project.url, Path(project.repo))
+            reason = reason or publish.preflight(spec, conn, attempt) or agent.reserve()
+            if reason:  # the reservation may have waited for running tasks: interruptible
                 raise SkipTask(reason)
             result, published = _in_worktree(spec, conn, agent, brief, log)
+        except mirrors.MirrorError as exc:  # nothing spent: the next run of the day tries again
+            result = LoopResult("failed", 0, error=f"mirror of {project.path}: {exc}",
+                                failure=state.NOT_STARTED)
         except SkipTask as exc:  # before the task spent a token, the next run tries again
             spent = state.attempt_usage(conn, attempt)["tokens"]
             result = LoopResult("skipped", 0, error=str(exc),
@@ -271,15 +297,15 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
             state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
             raise
         except Exception as exc:  # a bug of ours must not stop the chain, nor a full disk
-            fault = storage.describe(exc, Path(run.db_path))
+            fault = storage.describe(exc, run.db_path)
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
             budget.release(conn, attempt)
             publish.release_slot(conn, attempt)
-        state.finish_attempt(conn, attempt, state.Outcome(result.status, result.iterations,
-                                                          result.error,
-                                                          published.output_ref if published else None,
-                                                          result.failure))
+        if state.finish_attempt(conn, attempt, state.Outcome(
+                result.status, result.iterations, result.error,
+                published.output_ref if published else None, result.failure)):
+            fleet.unclaim(conn, project.path, day, run.run_id)
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightshift_tasks import repo_files
@@ -19,7 +19,10 @@ GIT_TIMEOUT = 300
 CLEANUP_TIMEOUT = 30
 # Used only when the repository has no identity configured.
 FALLBACK_IDENTITY = ["-c", "user.name=nightshift", "-c", "user.email=nightshift@localhost"]
-OWNER = re.compile(r"^(?:[a-z+]+://)?(?:[^@/]+@)?[^:/]+[:/]+([^/]+)/[^/]+?(?:\.git)?/?$")
+# <owner>/<repo> after a URL's host (scheme://[user@]host[:port]/) or an scp-like host
+# ([user@]host:); a URL without both parts has no owner to tell.
+OWNER = re.compile(r"^(?:[a-z][a-z0-9+.-]*://(?:[^@/]+@)?[^/]+/|(?:[^@/:]+@)?[^/:]+:)"
+                   r"([^/]+)/[^/]+?(?:\.git)?/?$")
 # Every git call of nightshift's own runs no hook (the user's or one the agent wrote, as with
 # core.hooksPath=.husky: `--no-verify` does not skip post-commit or reference-transaction),
 # no fsmonitor command, no gpg signing and no background gc, and never enters a submodule:
@@ -95,10 +98,11 @@ class Worktree:
     git_dir: Path  # <common dir>/worktrees/<name>
     common_dir: Path
     guarded: dict[Path, str | None]  # file -> its fingerprint when the worktree was made
+    env: Mapping[str, str] = field(default_factory=dict)  # a url project's (mirrors.git_env)
 
     def git(self, *args: str, check: bool = True) -> str:
         return git(self.path, *args, check=check, env={
-            "GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir),
+            **self.env, "GIT_DIR": str(self.git_dir), "GIT_COMMON_DIR": str(self.common_dir),
             "GIT_WORK_TREE": str(self.path)})
 
     def tampered(self) -> Path | None:
@@ -106,7 +110,8 @@ class Worktree:
         return next((f for f, seen in self.guarded.items() if _fingerprint(f) != seen), None)
 
 
-def add_worktree(path: str, worktree: Path, start: str) -> Worktree:
+def add_worktree(path: str, worktree: Path, start: str,
+                 env: Mapping[str, str] | None = None) -> Worktree:
     """A fresh worktree at `start`, detached: the task's branch moves only when a passed
     review is committed, so failed work never touches it. Its git dirs are asked of git
     before the agent can touch anything."""
@@ -115,7 +120,7 @@ def add_worktree(path: str, worktree: Path, start: str) -> Worktree:
     git_dir, common_dir = map(Path, git(worktree, "rev-parse", "--path-format=absolute", "--git-dir",
                                         "--git-common-dir").splitlines())
     files = [worktree / ".git", common_dir / "config", git_dir / "config.worktree"]
-    return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files})
+    return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files}, env or {})
 
 
 def _quietly(cwd: str, *args: str) -> None:
@@ -142,7 +147,10 @@ def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
 
 def _registered(repo: str) -> list[Path]:
     """The repository's worktrees, read from git's files where its layout is plain (no git
-    process per project at the start of a run), else as `git worktree list` shows them."""
+    process per project at the start of a run), else as `git worktree list` shows them.
+    A url project's mirror that is not made yet has none."""
+    if not os.path.isdir(repo):
+        return []
     dirs = repo_files.git_dirs(repo)
     if dirs is not None:
         return [Path(p) for p in repo_files.linked_worktrees(dirs[1])]

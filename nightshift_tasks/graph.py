@@ -15,7 +15,7 @@ from typing import Any
 
 import doit
 
-from nightshift_tasks import execute, guard, shutdown, spec, state, storage, summary
+from nightshift_tasks import db, execute, guard, mirrors, shutdown, spec, state, storage, summary
 from nightshift_tasks.catalog import TaskDef, build_catalog, catalog_data
 from nightshift_tasks.config import ConfigError, open_config
 from nightshift_tasks.durations import parse_duration
@@ -48,10 +48,10 @@ def load_engine() -> Engine:
         config = open_config(doit.get_var("config"), cwd)
         catalog = build_catalog(config.section("tasks")["custom"])
         options = run_options(catalog)
-        db_path, log_dir = config.state_db(), config.log_dir()
+        db_path, log_dir = config.state_location(), config.log_dir()
         at = state.now()
         with storage.or_exit(db_path):
-            plan = build_plan(config, catalog, guard.connection(str(db_path), config.db_lock_wait()),
+            plan = build_plan(config, catalog, guard.connection(db_path, config.db_lock_wait()),
                               at, options)
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
@@ -62,7 +62,7 @@ def load_engine() -> Engine:
             print(f"nightshift: warning: {config.path} lists no projects; add your repositories "
                   "under `projects:` (`nightshift-tasks init DIR` finds them)", file=sys.stderr)
     _engine = Engine(config, catalog, plan, db_path, log_dir, options,
-                     run_id=f"{at:%Y%m%d-%H%M%S}-{os.getpid()}")
+                     run_id=db.run_id(at, db_path))
     return _engine
 
 
@@ -160,34 +160,42 @@ def _candidate(engine: Engine, name: str) -> spec.Candidate:
 
 def run_spec(engine: Engine) -> spec.RunSpec:
     """What every task of the run shares (built once, like the engine)."""
-    home, publish = nightshift_home(), engine.config.section("publish")
-    span, owners = engine.config.section("schedule").get("window"), publish.get("allowed_owners")
+    home, span = nightshift_home(), engine.config.section("schedule").get("window")
     return spec.RunSpec(
         run_id=engine.run_id,
+        forced=engine.options.force_task is not None,
         db_path=str(engine.db_path),
         db_lock_wait=engine.config.db_lock_wait(),
         log_dir=str(engine.log_dir),
         worktrees_dir=str(home / "worktrees"),
         reports_dir=str(home / "reports"),
         window=None if engine.options.ignore_window or not span else spec.Section(span),
-        log_level=engine.config.section("logging")["level"],
-        publish=spec.PublishSettings(
-            mode=publish["mode"], remote=publish["remote"], branch_prefix=publish["branch_prefix"],
-            analysis=publish["analysis"], max_open_prs_per_project=publish["max_open_prs_per_project"],
-            max_prs_per_hour=publish["max_prs_per_hour"],
-            allowed_owners=None if owners is None else tuple(owners)))
+        log_level=engine.config.section("logging")["level"])
 
 
-def project_spec(engine: Engine, project: ProjectPlan,
-                 candidates: dict[str, spec.Candidate]) -> spec.ProjectSpec:
+def publish_settings(engine: Engine) -> spec.PublishSettings:
+    """The `publish` section, as the projects of a checkout share it."""
+    publish = engine.config.section("publish")
+    owners = publish.get("allowed_owners")
+    return spec.PublishSettings(
+        mode=publish["mode"], remote=publish["remote"], branch_prefix=publish["branch_prefix"],
+        analysis=publish["analysis"], max_open_prs_per_project=publish["max_open_prs_per_project"],
+        max_prs_per_hour=publish["max_prs_per_hour"],
+        allowed_owners=None if owners is None else tuple(owners))
+
+
+def project_spec(engine: Engine, project: ProjectPlan, candidates: dict[str, spec.Candidate],
+                 settings: spec.PublishSettings) -> spec.ProjectSpec:
     """What a project's tasks share; `candidates` keeps each provider's, built once a run."""
     providers = [p for p in [project.provider, *project.fallbacks] if p]
     for name in providers:
         if name not in candidates:
             candidates[name] = _candidate(engine, name)
-    return spec.ProjectSpec(project.name, project.path, tuple(project.tasks),
-                            tuple(candidates[name] for name in providers), tuple(project.notes),
-                            project.base_branch)
+    return spec.ProjectSpec(
+        name=project.name, path=project.path, repo=project.mirror or project.path, url=project.url,
+        chain=tuple(project.tasks), providers=tuple(candidates[name] for name in providers),
+        notes=tuple(project.notes), base_branch=project.base_branch,
+        publish=mirrors.publish_settings(settings, project.url))
 
 
 def task_spec(run: spec.RunSpec, project: ProjectPlan, shared: spec.ProjectSpec,
@@ -206,16 +214,16 @@ def task_projects() -> Iterator[dict[str, Any]]:
     """One group task per project, one chained subtask per planned maintenance task."""
     engine = load_engine()
     by_slug = {t.slug: t for t in engine.catalog}
-    run = run_spec(engine)
+    run, settings = run_spec(engine), publish_settings(engine)
     candidates: dict[str, spec.Candidate] = {}
-    forced = engine.options.force_task is not None  # task=<slug> bypasses the daily guard
+    forced = run.forced  # task=<slug> bypasses the daily guard
     for project in engine.plan.projects:
         yield {"basename": project.name, "name": None, "doc": project.doc(),
                "meta": Explanation(selection=project.explain()),
                "uptodate": [None] if forced else [guard.DailyGuard(str(engine.db_path), project.path,
                                                                    tuple(project.tasks))]}
         previous: str | None = None
-        shared = project_spec(engine, project, candidates)
+        shared = project_spec(engine, project, candidates, settings)
         for slug in project.tasks:
             task = by_slug.get(slug)
             if task is None:  # a resumed chain naming a task that has since left the config

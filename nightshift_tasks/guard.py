@@ -6,23 +6,26 @@ parallel run did. The guard must never raise: doit aborts (or hangs) when one do
 
 from __future__ import annotations
 
-import sqlite3
+import os
 import sys
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 from nightshift_tasks import state
+from nightshift_tasks.db import Conn
 
-_open: dict[str, sqlite3.Connection] = {}
+_open: dict[tuple[str, int], Conn] = {}
 
 
-def connection(db_path: str, lock_wait: float = 0.0) -> sqlite3.Connection:
+def connection(db_path: str, lock_wait: float = 0.0) -> Conn:
     """The process's one connection to the ledger, checked for corruption; the first
-    caller's lock_wait (the config's budget.db_lock_wait) holds for all of them."""
-    if db_path not in _open:
-        _open[db_path] = state.connect(Path(db_path), lock_wait, check=True)
-    return _open[db_path]
+    caller's lock_wait (the config's budget.db_lock_wait) holds for all of them. A forked
+    doit worker opens its own: a server connection must not be shared across processes
+    (the parent's stays referenced, so the child never closes it)."""
+    key = (db_path, os.getpid())
+    if key not in _open:
+        _open[key] = state.connect(db_path, lock_wait, check=True)
+    return _open[key]
 
 
 def done_today(db_path: str, project_path: str, *slugs: str) -> bool:

@@ -8,36 +8,36 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-from nightshift_tasks import state
-from nightshift_tasks.process import alive
+from nightshift_tasks import fleet, state
+from nightshift_tasks.db import Conn, host_id, write_one
 
 POLL_SECONDS = 0.1
 
 
-def try_acquire(conn: sqlite3.Connection, provider: str, cap: int, ttl: float) -> int | None:
+def try_acquire(conn: Conn, provider: str, cap: int, ttl: float) -> int | None:
     """Take a slot if one is free; the lease id, or None when all `cap` slots are held."""
     now = state.now()
-    with state.write(conn):
-        rows = conn.execute("SELECT id, pid, expires_at FROM leases WHERE provider = ?",
+    with state.write(conn, f"lease {provider}"):
+        rows = conn.execute("SELECT id, host, pid, expires_at FROM leases WHERE provider = ?",
                             (provider,)).fetchall()
+        held = fleet.liveness(conn)
         stale = [r["id"] for r in rows
-                 if r["expires_at"] < state.stamp(now) or not alive(r["pid"])]
+                 if r["expires_at"] < state.stamp(now) or not held(r["host"], r["pid"])]
         conn.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in stale])
         if len(rows) - len(stale) >= cap:
             return None
-        cur = conn.execute("INSERT INTO leases (provider, pid, acquired_at, expires_at) "
-                           "VALUES (?, ?, ?, ?)", (provider, os.getpid(), state.stamp(now),
-                                                   state.stamp(now + timedelta(seconds=ttl))))
-        return int(cur.lastrowid or 0)
+        return int(conn.execute(
+            "INSERT INTO leases (provider, host, pid, acquired_at, expires_at) VALUES "
+            "(?, ?, ?, ?, ?) RETURNING id", (provider, host_id(), os.getpid(), state.stamp(now),
+                             state.stamp(now + timedelta(seconds=ttl)))).fetchone()[0])
 
 
 @contextlib.contextmanager
-def slot(conn: sqlite3.Connection, provider: str, cap: int | None, ttl: float,
+def slot(conn: Conn, provider: str, cap: int | None, ttl: float,
          waiting: Callable[[str], None]) -> Iterator[None]:
     """Hold one of the provider's `cap` slots for the duration of the block (None: no cap)."""
     if cap is None:
@@ -54,5 +54,4 @@ def slot(conn: sqlite3.Connection, provider: str, cap: int | None, ttl: float,
     try:
         yield
     finally:
-        with state.write(conn):
-            conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+        write_one(conn, "DELETE FROM leases WHERE id = ?", (lease,))

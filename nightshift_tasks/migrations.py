@@ -178,4 +178,29 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE calls ADD COLUMN usage_known INTEGER NOT NULL DEFAULT 1;
     """,
+    # 10: a fleet on one ledger: the host of every row a process holds, each run's lease
+    # (extended by its heartbeat), and one claim per project and day.
+    """
+    ALTER TABLE attempts ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE leases ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reservations ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE prs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    CREATE TABLE runners (
+        host TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        PRIMARY KEY (host, run_id)
+    );
+    CREATE TABLE claims (
+        project_path TEXT NOT NULL,
+        day TEXT NOT NULL,
+        host TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        claimed_at TEXT NOT NULL,
+        PRIMARY KEY (project_path, day)
+    );
+    """,
 ]

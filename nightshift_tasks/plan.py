@@ -7,8 +7,8 @@ show it.
 
 from __future__ import annotations
 
+import os
 import random
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from nightshift_tasks import agents, budget, git, state, window
 from nightshift_tasks.catalog import TaskDef
 from nightshift_tasks.config import Config, ConfigError
 from nightshift_tasks.context import read_context
+from nightshift_tasks.db import Conn
 from nightshift_tasks.plan_data import Options, Plan, Pool, ProjectPlan
 from nightshift_tasks.project_config import project_data
 from nightshift_tasks.projects import ProjectRef, resolve_projects
@@ -50,7 +51,7 @@ def usable_providers(data: dict[str, Any], allowances: dict[str, budget.Allowanc
     return usable, "" if usable else "no provider: " + "; ".join(notes)
 
 
-def provider_readings(config: Config, conn: sqlite3.Connection, at: datetime) -> dict[str, Reading]:
+def provider_readings(config: Config, conn: Conn, at: datetime) -> dict[str, Reading]:
     """What each provider's own files (or our ledger) show it has used."""
     providers = config.section("providers")
     return {name: read_usage(conn, name, providers[name], at) for name in providers["preference"]}
@@ -75,7 +76,7 @@ def invalid_project_config(ref: ProjectRef, lines: list[str]) -> ProjectPlan:
 class Planner:
     """Builds the plan; one instance per doit invocation."""
 
-    def __init__(self, config: Config, catalog: list[TaskDef], conn: sqlite3.Connection,
+    def __init__(self, config: Config, catalog: list[TaskDef], conn: Conn,
                  at: datetime, options: Options) -> None:
         self.config, self.catalog, self.conn, self.at, self.options = config, catalog, conn, at, options
         self.rng = random.Random() if options.random_task else None
@@ -101,10 +102,12 @@ class Planner:
         plans, planned = [], 0
         closed = self.window_closed()
         for ref in refs:
-            problem = ref.missing or closed or git.unusable(ref.path)
+            # A url project is planned without a network call; its task fetches the mirror.
+            problem = ref.missing or closed or (None if ref.url else git.unusable(ref.path))
             if problem:
                 where = "" if problem == closed else f": {ref.path}"
-                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}{where}"))
+                plans.append(ProjectPlan(ref.name, ref.path, None, [], f"{problem}{where}",
+                                         mirror=ref.mirror))
                 continue
             try:
                 data, notes = project_data(self.config, ref, slugs)
@@ -128,7 +131,7 @@ class Planner:
     def plan_project(self, ref: ProjectRef, data: dict[str, Any], notes: list[str],
                      over_cap: bool) -> ProjectPlan:
         integrations = data["integrations"]
-        context = read_context(Path(ref.path), self.catalog, integrations["claude_md"],
+        context = read_context(Path(ref.repo), self.catalog, integrations["claude_md"],
                                integrations["agents_md"])
         chain = None
         if self.options.force_task is None:
@@ -143,7 +146,8 @@ class Planner:
                 n: self.allowances[n].allowance for n in [chain.provider, *names]}
             return self._plan(ref, context.notes, found, notes, provider=chain.provider,
                               tasks=chain.tasks, done=done, fallbacks=names, retried=chain.retried,
-                              allowance=pools[chain.provider] if pools else None, pools=pools)
+                              allowance=pools[chain.provider] if pools else None, pools=pools,
+                              equations=self.equations(self.allowances, pools))
         allowances = (self.allowances if data["budget"] == self.config.section("budget")
                       else self.allowances_for(data["budget"]))  # the project's own max_percent
         usable, no_provider = usable_providers(data, allowances, self.options.ignore_budget)
@@ -175,7 +179,14 @@ class Planner:
         pools = None if self.options.ignore_budget else {n: a or 0 for n, a in usable}
         return self._plan(ref, context.notes, found, notes, provider=None if reason else provider,
                           tasks=[] if reason else picked, skip_reason=reason, decisions=decisions,
-                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]], pools=pools)
+                          allowance=allowance, fallbacks=[n for n, _ in usable[1:]], pools=pools,
+                          equations=self.equations(allowances, pools))
+
+    @staticmethod
+    def equations(allowances: dict[str, budget.Allowance],
+                  pools: dict[str, int] | None) -> dict[str, str]:
+        """How each candidate provider's allowance is computed, for `doit info`."""
+        return {name: allowances[name].equation for name in pools or {}}
 
     def forced_over_budget(self, provider: str, allowance: int | None) -> str | None:
         """task= passes the selection filters and the daily guard, never the budget: why the
@@ -194,7 +205,9 @@ class Planner:
         entries = data["integrations"]["task_sources"]
         if not self.options.ask_sources:  # a file is read; `gh` and `td` are not asked
             entries = [entry for entry in entries if "file" in entry]
-        return gather(entries, Path(ref.path), self.catalog)
+        if not os.path.isdir(ref.repo):  # a url project's mirror, before its first task
+            return Sources((), (), ())
+        return gather(entries, Path(ref.repo), self.catalog)
 
     def _plan(self, ref: ProjectRef, context_notes: tuple[str, ...], found: Sources,
               warnings: list[str], **kw: Any) -> ProjectPlan:
@@ -213,11 +226,12 @@ class Planner:
                                                   for s in kw["tasks"] if s in by_slug})
                            for name, allowance in allowances.items()}
         return ProjectPlan(ref.name, ref.path, notes=notes, base_branch=ref.base_branch,
+                           url=ref.url, mirror=ref.mirror,
                            sources={k: list(v) for k, v in texts.items() if v},
                            warnings=found.warnings + tuple(warnings) + tuple(c for c in cuts if c),
                            **kw)
 
 
-def build_plan(config: Config, catalog: list[TaskDef], conn: sqlite3.Connection, at: datetime,
+def build_plan(config: Config, catalog: list[TaskDef], conn: Conn, at: datetime,
                options: Options | None = None) -> Plan:
     return Planner(config, catalog, conn, at, options or Options()).build()

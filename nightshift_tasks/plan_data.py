@@ -46,9 +46,12 @@ class ProjectPlan:
     allowance: int | None = None  # the planned provider's allowance (None: budget ignored)
     pools: dict[str, Pool] = field(default_factory=dict)  # per candidate provider: a task
     # reserves from the pool of the provider it runs on, fail-over included
+    equations: dict[str, str] = field(default_factory=dict)  # per candidate: its allowance, worked out
     notes: tuple[str, ...] = ()  # conventions and constraints for every prompt
     sources: dict[str, list[str]] = field(default_factory=dict)  # slug -> issue texts
     warnings: tuple[str, ...] = ()
+    url: str | None = None  # a url project's URL, credentials included: never shown
+    mirror: str | None = None  # where git and gh run for a url project
 
     @property
     def finished_today(self) -> bool:
@@ -70,6 +73,7 @@ class ProjectPlan:
         """What `doit info <project>` shows: every catalogue task and why."""
         budget_note = f", allowance {self.allowance:,} tokens" if self.allowance is not None else ""
         lines = [f"{self.path} (provider {self.provider or '-'}{budget_note})"]
+        lines += [f"budget {name}: {equation}" for name, equation in self.equations.items()]
         if self.skip_reason:
             lines.append(f"skipped: {self.skip_reason}")
         if not self.decisions and self.tasks:

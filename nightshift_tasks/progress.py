@@ -13,14 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import state, terminal
+from nightshift_tasks import state, storage, terminal
+from nightshift_tasks.db import Conn
 from nightshift_tasks.durations import format_duration
 
 REFRESH_SECONDS = 1.0
 CLEAR = "\r\x1b[K"
 
 
-def in_flight(conn: sqlite3.Connection, run_id: str, at: datetime) -> str:
+def in_flight(conn: Conn, run_id: str, at: datetime) -> str:
     rows = conn.execute("SELECT project_path, task, phase, started_at FROM attempts "
                         "WHERE run_id = ? AND status = 'running' ORDER BY id", (run_id,)).fetchall()
     parts = [f"{Path(r['project_path']).name} {r['task']} {r['phase'] or 'starting'} "
@@ -32,7 +33,7 @@ def in_flight(conn: sqlite3.Connection, run_id: str, at: datetime) -> str:
 class LiveLine:
     """The status line; `write` prints other output above it without interleaving."""
 
-    def __init__(self, stream: Any, db_path: Path, run_id: str, counts: Callable[[], str]) -> None:
+    def __init__(self, stream: Any, db_path: str, run_id: str, counts: Callable[[], str]) -> None:
         self.stream, self.db_path, self.run_id, self.counts = stream, db_path, run_id, counts
         self.lock = threading.Lock()
         self.stopped = threading.Event()
@@ -55,7 +56,9 @@ class LiveLine:
             try:
                 with self.lock:
                     self.flight = in_flight(conn, self.run_id, state.now())
-            except sqlite3.Error:  # a busy DB only skips one refresh
+            except Exception as exc:  # a busy or unreachable DB only skips one refresh
+                if not isinstance(exc, sqlite3.Error) and storage.describe(exc, self.db_path) is None:
+                    raise
                 continue
             self.write("")
 

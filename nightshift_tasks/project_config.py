@@ -81,8 +81,8 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def project_data(config: Config, ref: ProjectRef, slugs: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The config as it applies to one project: its own nightshift.yaml merged over the main one."""
-    path = Path(ref.config or Path(ref.path) / PROJECT_CONFIG)
-    if not path.is_file() or path.resolve() == config.path.resolve():
+    path = Path(ref.config or Path(ref.repo) / PROJECT_CONFIG)
+    if (ref.url and not ref.config) or not path.is_file() or path.resolve() == config.path.resolve():
         return config.data, []
     override, notes = load_project_override(path, slugs)
     return merged(config.data, override), notes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
+import hashlib
 import os
 import re
 from collections import Counter
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from nightshift_tasks import urls
+from nightshift_tasks.paths import nightshift_home
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -25,6 +29,13 @@ class ProjectRef:
     missing: str | None = None  # why the project cannot be used, if it cannot
     config: str | None = None  # the project's own config file, if not <path>/nightshift.yaml
     base_branch: str | None = None
+    url: str | None = None  # a url project's URL, credentials included: never shown
+    mirror: str | None = None  # where a url project's mirror is (or will be)
+
+    @property
+    def repo(self) -> str:
+        """Where git and gh run for the project: its checkout, or its mirror."""
+        return self.mirror or self.path
 
 
 def _excluded(path: str, excludes: list[str]) -> bool:
@@ -48,7 +59,10 @@ def _check(path: str) -> tuple[str, str | None]:
 
 
 def _expand(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """(absolute path, problem) pairs for one config entry."""
+    """(identity, problem) pairs for one config entry: an absolute path, or for a url
+    project its normalised URL."""
+    if "url" in entry:
+        return [(urls.normalised(entry["url"]), None)]
     if "path" in entry:
         return [_check(entry["path"])]
     matches = sorted((_check(m) for m in glob.glob(entry["pattern"], recursive=True)), key=lambda c: c[0])
@@ -61,6 +75,15 @@ def _expand(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
 def safe_name(text: str) -> str:
     """A doit-safe task name: no ':' (subtask separator) and no '=' (command-line variable)."""
     return _UNSAFE.sub("-", text).strip("-.") or "project"
+
+
+def mirror_dir(identity: str) -> Path:
+    """Where the mirror of a url project lives: named after the repository, for people, and
+    a digest of its normalised URL, so that each URL has its own and no URL can name a path
+    outside the cache."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    stem = safe_name(urls.display_path(identity).rsplit("/", 1)[-1])[:40]
+    return nightshift_home() / "mirrors" / f"{stem}-{digest}.git"
 
 
 def _names(paths: list[str]) -> list[str]:
@@ -100,10 +123,11 @@ def resolve_projects(entries: list[dict[str, Any]],
             if path not in seen:
                 seen.add(path)
                 found.append((path, problem, entry))
-    names = _names([p for p, _, _ in found])
+    names = _names([urls.display_path(p) if "url" in e else p for p, _, e in found])
     refs = [ProjectRef(name=name, path=path, priority=entry["priority"],
                        tasks=entry.get("tasks"), missing=problem, config=entry.get("config"),
-                       base_branch=entry.get("base_branch"))
+                       base_branch=entry.get("base_branch"), url=entry.get("url"),
+                       mirror=str(mirror_dir(path)) if "url" in entry else None)
             for name, (path, problem, entry) in zip(names, found, strict=True)]
     order = {ref.path: i for i, ref in enumerate(refs)}
     epoch = datetime.min.replace(tzinfo=datetime.now().astimezone().tzinfo)

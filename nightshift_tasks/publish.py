@@ -9,7 +9,6 @@ import contextlib
 import errno
 import json
 import os
-import sqlite3
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import branches, git, state, storage
+from nightshift_tasks import branches, fleet, git, state, storage, urls
 from nightshift_tasks.agents import agent_env
+from nightshift_tasks.db import Conn, host_id, write_one
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.process import alive
 from nightshift_tasks.spec import TaskSpec
 
 REPORT_CATEGORIES = ("analysis", "options", "map", "emergency")
@@ -44,9 +43,13 @@ class Published:
     output_ref: str | None  # the branch, PR URL or report path
 
 
-def gh(cwd: str | Path, *args: str) -> str:
+def gh(spec: TaskSpec, *args: str) -> str:
+    """gh in the project's checkout; for a url project (in its mirror, which has no work
+    tree) GH_REPO names the repository."""
+    project = spec.project
+    env = agent_env() if not project.url else {**agent_env(), "GH_REPO": urls.display_path(project.path)}
     try:
-        proc = subprocess.run(["gh", *args], cwd=cwd, env=agent_env(), capture_output=True, text=True,
+        proc = subprocess.run(["gh", *args], cwd=project.repo, env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=GH_TIMEOUT, check=False)
     except FileNotFoundError:
         raise PublishError("`gh` is not installed; publish.mode pr needs it") from None
@@ -57,27 +60,27 @@ def gh(cwd: str | Path, *args: str) -> str:
 
 
 def branch_name(spec: TaskSpec) -> str:
-    return f"{spec.run.publish.branch_prefix}{spec.slug}"
+    return f"{spec.project.publish.branch_prefix}{spec.slug}"
 
 
 def reports_only(spec: TaskSpec) -> bool:
-    return spec.category in REPORT_CATEGORIES and spec.run.publish.analysis == "report"
+    return spec.category in REPORT_CATEGORIES and spec.project.publish.analysis == "report"
 
 
-def preflight(spec: TaskSpec, conn: sqlite3.Connection, attempt: int) -> str | None:
+def preflight(spec: TaskSpec, conn: Conn, attempt: int) -> str | None:
     """Why the task must not even start (remote not ours, a PR cap reached), or None; a task
     that may open a PR holds a PR slot from here on (release_slot gives it back).
 
     Checked before any token is spent.
     """
-    settings, path = spec.run.publish, spec.project.path
+    settings, path = spec.project.publish, spec.project.repo
     if settings.mode == "local" or reports_only(spec):
         return None
     owner = git.remote_owner(path, settings.remote)
     allowed = settings.allowed_owners
     if allowed is None:
         try:
-            allowed = (gh(path, "api", "user", "--jq", ".login"),)
+            allowed = (gh(spec, "api", "user", "--jq", ".login"),)
         except PublishError as exc:
             return f"publish: cannot tell who you are on GitHub ({exc}); set publish.allowed_owners"
     if owner not in allowed:
@@ -89,7 +92,7 @@ def preflight(spec: TaskSpec, conn: sqlite3.Connection, attempt: int) -> str | N
     listed_at = state.stamp(state.now())
     try:
         heads = [p["headRefName"] for p in json.loads(gh(
-            path, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
+            spec, "pr", "list", "--state", "open", "--limit", "200", "--json", "number,headRefName"))]
     except (PublishError, ValueError, KeyError, TypeError) as exc:
         return f"publish: cannot list open PRs: {exc}"
     ours = {b for b in heads if b.startswith(settings.branch_prefix)}
@@ -98,18 +101,19 @@ def preflight(spec: TaskSpec, conn: sqlite3.Connection, attempt: int) -> str | N
     return _take_slot(spec, conn, attempt, ours, listed_at)
 
 
-def _take_slot(spec: TaskSpec, conn: sqlite3.Connection, attempt: int, ours: set[str],
+def _take_slot(spec: TaskSpec, conn: Conn, attempt: int, ours: set[str],
                listed_at: str) -> str | None:
     """Count the PRs opened and being opened, and take a slot if one is free, in one write
     transaction: parallel workers cannot all see the last slot free. A slot of a process
     that died is free again."""
-    settings, path = spec.run.publish, spec.project.path
+    settings, path = spec.project.publish, spec.project.path
     hour_ago = state.stamp(state.now() - timedelta(hours=1))
-    with state.write(conn):
-        rows = conn.execute("SELECT project_path, branch, action, at, pid FROM prs WHERE "
+    with state.write(conn, "pull requests"):
+        rows = conn.execute("SELECT project_path, branch, action, at, host, pid FROM prs WHERE "
                             "action = 'reserved' OR (action = 'created' AND at >= ?)",
                             (min(hour_ago, listed_at),)).fetchall()
-        held = [r for r in rows if r["action"] == "reserved" and alive(r["pid"])]
+        holds = fleet.liveness(conn)
+        held = [r for r in rows if r["action"] == "reserved" and holds(r["host"], r["pid"])]
         opened = sum(r["action"] == "created" and r["at"] >= hour_ago for r in rows)
         since = [r for r in rows if r["action"] == "created" and r["at"] >= listed_at]
         # PRs opened since the list was taken count from the ledger.
@@ -120,16 +124,16 @@ def _take_slot(spec: TaskSpec, conn: sqlite3.Connection, attempt: int, ours: set
         if opened + len(held) >= settings.max_prs_per_hour:
             return (f"publish.max_prs_per_hour ({settings.max_prs_per_hour}) reached: {opened} "
                     "opened in the last hour" + (f" and {len(held)} being opened" if held else ""))
-        conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, pid) "
-                     "VALUES (?, ?, '', 'reserved', ?, ?, ?)",
-                     (path, branch_name(spec), state.stamp(state.now()), attempt, os.getpid()))
+        conn.execute("INSERT INTO prs (project_path, branch, url, action, at, attempt_id, host, "
+                     "pid) VALUES (?, ?, '', 'reserved', ?, ?, ?, ?)",
+                     (path, branch_name(spec), state.stamp(state.now()), attempt, host_id(),
+                      os.getpid()))
     return None
 
 
-def release_slot(conn: sqlite3.Connection, attempt: int) -> None:
+def release_slot(conn: Conn, attempt: int) -> None:
     """The task ended: a PR slot it took and did not use is free again."""
-    with state.write(conn):
-        conn.execute("DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
+    write_one(conn, "DELETE FROM prs WHERE attempt_id = ? AND action = 'reserved'", (attempt,))
 
 
 def read_inside(root: Path, parts: tuple[str, ...], limit: int) -> bytes | None:
@@ -196,30 +200,30 @@ def pr_body(spec: TaskSpec, result: LoopResult, meta: dict[str, Any]) -> str:
             "nightshift:metadata -->\n")
 
 
-def open_or_update_pr(spec: TaskSpec, conn: sqlite3.Connection, base: str, body: str) -> str:
+def open_or_update_pr(spec: TaskSpec, conn: Conn, base: str, body: str) -> str:
     path, branch = spec.project.path, branch_name(spec)
-    existing = json.loads(gh(path, "pr", "list", "--head", branch, "--state", "open", "--json",
+    existing = json.loads(gh(spec, "pr", "list", "--head", branch, "--state", "open", "--json",
                              "number,url"))
     if existing:
-        gh(path, "pr", "edit", str(existing[0]["number"]), "--body", body)
+        gh(spec, "pr", "edit", str(existing[0]["number"]), "--body", body)
         url, action = str(existing[0]["url"]), "updated"
     else:
-        url = gh(path, "pr", "create", "--head", branch, "--base", base,
+        url = gh(spec, "pr", "create", "--head", branch, "--base", base,
                  "--title", f"nightshift: {spec.name}", "--body", body).splitlines()[-1]
         action = "created"
     with state.write(conn):  # the slot this process took for the PR becomes the PR
-        conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND pid = ?",
-                     (path, os.getpid()))
+        conn.execute("DELETE FROM prs WHERE action = 'reserved' AND project_path = ? AND host = ? "
+                     "AND pid = ?", (path, host_id(), os.getpid()))
         conn.execute("INSERT INTO prs (project_path, branch, url, action, at) VALUES (?, ?, ?, ?, ?)",
                      (path, branch, url, action, state.stamp(state.now())))
     return f"PR {action}: {url}"
 
 
-def publish(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, base: str,
+def publish(spec: TaskSpec, conn: Conn, worktree: git.Worktree, base: str,
             result: LoopResult, meta: dict[str, Any]) -> Published:
     """Only for a completed task (its review passed), and only if the agent left alone the
     files that steer git."""
-    settings, branch = spec.run.publish, branch_name(spec)
+    settings, branch = spec.project.publish, branch_name(spec)
     changed = worktree.tampered()
     if changed:
         raise Refused(f"publish refused: the agent changed {changed}")
@@ -254,7 +258,7 @@ def publish(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, ba
     return Published(f"{note}; {pr}", pr.split(": ", 1)[1])
 
 
-def _place(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, branch: str,
+def _place(spec: TaskSpec, conn: Conn, worktree: git.Worktree, branch: str,
            commit: str) -> branches.Move | branches.Left:
     """Put the task's commit on its branch, and push it, unless that would move a branch
     checked out somewhere or overwrite commits not made by nightshift."""
@@ -264,8 +268,8 @@ def _place(spec: TaskSpec, conn: sqlite3.Connection, worktree: git.Worktree, bra
     move = branches.decide(worktree, conn, spec, branch, commit)
     if isinstance(move, branches.Left):
         return move
-    if spec.run.publish.mode != "local":
-        git.push(worktree, spec.run.publish.remote, branch, move.new, move.lease)
+    if spec.project.publish.mode != "local":
+        git.push(worktree, spec.project.publish.remote, branch, move.new, move.lease)
     branches.record(conn, spec.project.path, branch, move)
     git.set_ref(worktree, f"refs/heads/{branch}", move.new, move.local)
     return move

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from nightshift_tasks import budget, storage
+from nightshift_tasks.db import Conn, host_id
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.plan_data import Plan
 
@@ -19,7 +19,7 @@ SECTIONS = (("completed", "Completed"), ("failed", "Failed"), ("abandoned", "Aba
             ("skipped", "Skipped"), ("interrupted", "Interrupted"))
 
 
-def run_record(conn: sqlite3.Connection, plan: Plan, run_id: str, started: datetime,
+def run_record(conn: Conn, plan: Plan, run_id: str, started: datetime,
                ended: datetime, log_dir: Path) -> dict[str, Any]:
     """Every task this run touched, with its outcome, plus the projects the plan skipped."""
     names = {p.path: p.name for p in plan.projects}
@@ -44,7 +44,7 @@ def run_record(conn: sqlite3.Connection, plan: Plan, run_id: str, started: datet
     budgets = {name: {"allowance": a.allowance, "equation": a.equation,
                       "used_by_run": budget.settled(conn, run_id, name)}  # by the provider called
                for name, a in plan.allowances.items()}
-    return {"run_id": run_id, "date": started.date().isoformat(),
+    return {"run_id": run_id, "host": host_id(), "date": started.date().isoformat(),
             "start_time": started.isoformat(timespec="seconds"),
             "end_time": ended.isoformat(timespec="seconds"),
             "duration_s": round((ended - started).total_seconds(), 3),
@@ -56,6 +56,7 @@ def markdown(record: dict[str, Any], level: int = 1) -> str:
     head = "#" * level
     counts = {key: sum(t["status"] == key for t in record["tasks"]) for key, _ in SECTIONS}
     lines = [f"{head} Nightshift run {record['start_time']}", "",
+             f"- Host: {record.get('host', '-')}",
              f"- Duration: {format_duration(record['duration_s'])}",
              f"- Tokens used (measured): {record['tokens_used']:,}",
              "- Tasks: " + (", ".join(f"{n} {key}" for key, n in counts.items() if n) or "none"),

@@ -72,6 +72,7 @@ class RunSpec:
     """What every task of one doit invocation shares."""
 
     run_id: str
+    forced: bool  # task=<slug>: the fleet's claim lets it redo a task done today
     db_path: str
     db_lock_wait: float
     log_dir: str
@@ -79,7 +80,6 @@ class RunSpec:
     reports_dir: str
     window: Section | None  # None: any time, or window=ignore
     log_level: str
-    publish: PublishSettings
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,14 @@ class ProjectSpec:
     """What the tasks of one project share."""
 
     name: str
-    path: str
+    path: str  # the project's identity in the ledger, branch records and the prompt
+    repo: str  # where git and gh run: the checkout, or a url project's mirror
+    url: str | None  # a url project's URL, credentials included: never shown
     chain: tuple[str, ...]  # the project's planned tasks, in order
     providers: tuple[Candidate, ...]
     notes: tuple[str, ...]
     base_branch: str | None
+    publish: PublishSettings  # a url project's mirror has one remote, the URL
 
 
 @dataclass(frozen=True)

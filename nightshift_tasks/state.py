@@ -1,150 +1,33 @@
-"""The SQLite state: everything that must survive a crash lives here, not in doit's dep file.
-
-Connections run in autocommit mode; every write is one short BEGIN IMMEDIATE transaction,
-and none is ever held across an agent run.
+"""The ledger: today's chains, their attempts and each agent call, with what they measured.
+Everything that must survive a crash lives here, not in doit's dep file; db.py holds the
+connection and its transactions, the same queries serving SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Any
 
-from nightshift_tasks import storage
-from nightshift_tasks.migrations import MIGRATIONS
+from nightshift_tasks.db import Conn, host_id, write_one
+from nightshift_tasks.db import connect as connect
+from nightshift_tasks.db import now as now
+from nightshift_tasks.db import stamp as stamp
+from nightshift_tasks.db import write as write
 
 TERMINAL = ("completed", "failed", "abandoned", "skipped")
 NOT_STARTED = "not-started"  # the failure of a task skipped before it spent a token
 RETRIED = ("provider", NOT_STARTED)  # final statuses the next run of the day tries again
-BUSY_TIMEOUT_MS = 2000  # waited quietly; a longer wait prints a note
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens", "tokens", "cost_usd", "requests")
 
 
-def now() -> datetime:
-    return datetime.now().astimezone()
-
-
-def stamp(moment: datetime) -> str:
-    """Local time with offset: sortable within one zone, unambiguous across zones."""
-    return moment.isoformat(timespec="milliseconds")
-
-
-class Ledger(sqlite3.Connection):
-    """A connection that knows its file and how long a write waits for another process."""
-
-    path = Path()
-    lock_wait = 0.0
-
-
-def connect(db_path: Path, lock_wait: float = 0.0, check: bool = False) -> sqlite3.Connection:
-    """Open (creating 0600 and migrating if needed) the state database.
-
-    A write waits BUSY_TIMEOUT_MS quietly for a lock, then up to `lock_wait` seconds in all
-    with a note on stderr. A database found corrupt (`check`: also page by page, as every
-    command does once before it trusts the ledger) is moved aside, never written to; every
-    storage fault is raised as a StorageError.
-    """
-    with storage.faults(db_path):
-        storage.private_file(db_path)
-        conn = sqlite3.connect(db_path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                               factory=Ledger)
-        conn.path, conn.lock_wait = db_path, lock_wait
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            found = conn.execute("PRAGMA quick_check").fetchone()[0] if check else "ok"
-            if found != "ok":
-                raise sqlite3.DatabaseError(found)
-            migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            if getattr(exc, "sqlite_errorname", "SQLITE_CORRUPT") not in storage.CORRUPT:
-                raise
-            moved = storage.quarantine(db_path, now())
-            raise storage.StorageError(
-                f"state database {db_path} is corrupt ({exc}); moved aside to {moved}; "
-                "`nightshift-tasks doctor` reports it, and the next run starts a fresh "
-                "ledger") from exc
-        except BaseException:
-            conn.close()
-            raise
-    return conn
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
-
-
-def _begin(conn: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE; past the quiet busy timeout, say so and wait out the rest of the
-    connection's lock_wait, then give up with a StorageError."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        return
-    except sqlite3.OperationalError as exc:
-        if not isinstance(conn, Ledger) or not _busy(exc):
-            raise
-        rest = conn.lock_wait - BUSY_TIMEOUT_MS / 1000
-        if rest > 0:
-            print(f"nightshift: waiting up to {conn.lock_wait:g}s for {conn.path}: another process "
-                  "holds its write lock", file=sys.__stderr__, flush=True)
-            conn.execute(f"PRAGMA busy_timeout={int(rest * 1000)}")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as again:
-                if not _busy(again):
-                    raise
-            finally:
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        raise storage.StorageError(
-            f"state database {conn.path} stayed locked by another process for "
-            f"{max(conn.lock_wait, BUSY_TIMEOUT_MS / 1000):g}s; find it with `fuser {conn.path}`, "
-            "let it finish or stop it, then rerun (budget.db_lock_wait sets the wait)") from exc
-
-
-@contextlib.contextmanager
-def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One short write transaction, taken with BEGIN IMMEDIATE so writers queue up front."""
-    _begin(conn)
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # SQLite may already have rolled back (a full disk)
-            conn.execute("ROLLBACK")
-        raise
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version "
-                 "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-    row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-    if row[0] >= len(MIGRATIONS):
-        return
-    with write(conn):
-        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, stamp(now())))
-
-
 # ---- reads used by the plan -------------------------------------------------------------
 
 
-def project_last_runs(conn: sqlite3.Connection) -> dict[str, datetime]:
+def project_last_runs(conn: Conn) -> dict[str, datetime]:
     rows = conn.execute("SELECT path, last_run FROM projects WHERE last_run IS NOT NULL")
     return {r["path"]: datetime.fromisoformat(r["last_run"]) for r in rows}
 
@@ -161,17 +44,17 @@ class Chain:
     retried: dict[str, str]  # task -> how it ended last time, for those the next run retries
 
 
-def _latest(conn: sqlite3.Connection, chain_id: int) -> dict[str, sqlite3.Row]:
+def _latest(conn: Conn, chain_id: int) -> dict[str, Any]:
     return {r["task"]: r for r in conn.execute(
         "SELECT * FROM attempts WHERE id IN "
         "(SELECT MAX(id) FROM attempts WHERE chain_id = ? GROUP BY task)", (chain_id,))}
 
 
-def _is_done(attempt: sqlite3.Row) -> bool:
+def _is_done(attempt: Any) -> bool:
     return bool(attempt["status"] in TERMINAL and attempt["failure"] not in RETRIED)
 
 
-def _chain(row: sqlite3.Row, latest: dict[str, sqlite3.Row]) -> Chain:
+def _chain(row: Any, latest: dict[str, Any]) -> Chain:
     return Chain(id=row["id"], tasks=json.loads(row["tasks"]), provider=row["provider"],
                  status={t: r["status"] for t, r in latest.items()},
                  done=frozenset(t for t, r in latest.items() if _is_done(r)),
@@ -179,7 +62,7 @@ def _chain(row: sqlite3.Row, latest: dict[str, sqlite3.Row]) -> Chain:
                           if r["status"] in TERMINAL and not _is_done(r)})
 
 
-def chain_for_day(conn: sqlite3.Connection, project_path: str, day: str) -> Chain | None:
+def chain_for_day(conn: Conn, project_path: str, day: str) -> Chain | None:
     row = conn.execute("SELECT id, tasks, provider FROM chains WHERE project_path = ? AND day = ?",
                        (project_path, day)).fetchone()
     return None if row is None else _chain(row, _latest(conn, row["id"]))
@@ -195,14 +78,14 @@ class PlanReads:
     chains: dict[str, Chain]  # today's
 
 
-def plan_reads(conn: sqlite3.Connection, day: str) -> PlanReads:
+def plan_reads(conn: Conn, day: str) -> PlanReads:
     last_runs: dict[str, dict[str, datetime]] = {}
     for r in conn.execute("SELECT project_path, task_type, last_run FROM task_history"):
         last_runs.setdefault(r["project_path"], {})[r["task_type"]] = datetime.fromisoformat(r["last_run"])
     assigned: dict[str, set[str]] = {}
     for r in conn.execute("SELECT project, task_type FROM assigned_tasks"):
         assigned.setdefault(r["project"], set()).add(r["task_type"])
-    latest: dict[int, dict[str, sqlite3.Row]] = {}
+    latest: dict[int, dict[str, Any]] = {}
     for r in conn.execute("SELECT * FROM attempts WHERE id IN (SELECT MAX(id) FROM attempts "
                           "WHERE chain_id IN (SELECT id FROM chains WHERE day = ?) "
                           "GROUP BY chain_id, task)", (day,)):
@@ -215,26 +98,24 @@ def plan_reads(conn: sqlite3.Connection, day: str) -> PlanReads:
 # ---- writes made by a running task ------------------------------------------------------
 
 
-def clear_stale_assignments(conn: sqlite3.Connection, max_age: timedelta) -> int:
-    with write(conn):
-        cur = conn.execute("DELETE FROM assigned_tasks WHERE assigned_at < ?",
-                           (stamp(now() - max_age),))
-    return cur.rowcount
+def clear_stale_assignments(conn: Conn, max_age: timedelta) -> int:
+    return write_one(conn, "DELETE FROM assigned_tasks WHERE assigned_at < ?",
+                     (stamp(now() - max_age),)).rowcount
 
 
-def open_chain(conn: sqlite3.Connection, project_path: str, day: str, tasks: list[str],
+def open_chain(conn: Conn, project_path: str, day: str, tasks: list[str],
                provider: str, run_id: str) -> int:
     """Record today's chain once, with a `planned` ledger row for each of its tasks."""
-    with write(conn):
+    with write(conn, f"claim {project_path}"):
         row = conn.execute("SELECT id FROM chains WHERE project_path = ? AND day = ?",
                            (project_path, day)).fetchone()
         if row is not None:
             return int(row["id"])
         ts = stamp(now())
-        cur = conn.execute(
+        chain_id = int(conn.execute(
             "INSERT INTO chains (project_path, day, tasks, provider, run_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (project_path, day, json.dumps(tasks), provider, run_id, ts))
-        chain_id = int(cur.lastrowid or 0)
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (project_path, day, json.dumps(tasks), provider, run_id, ts)).fetchone()[0])
         conn.executemany(
             "INSERT INTO attempts (chain_id, run_id, project_path, task, status, provider, "
             "planned_at) VALUES (?, ?, ?, ?, 'planned', ?, ?)",
@@ -242,7 +123,7 @@ def open_chain(conn: sqlite3.Connection, project_path: str, day: str, tasks: lis
     return chain_id
 
 
-def start_attempt(conn: sqlite3.Connection, chain_id: int, run_id: str, project_path: str,
+def start_attempt(conn: Conn, chain_id: int, run_id: str, project_path: str,
                   task: str, provider: str, pid: int, log_path: str) -> int:
     """planned -> running (or a fresh row when the task already ran, e.g. a forced rerun)."""
     ts = stamp(now())
@@ -251,17 +132,18 @@ def start_attempt(conn: sqlite3.Connection, chain_id: int, run_id: str, project_
                            "status = 'planned' ORDER BY id DESC LIMIT 1",
                            (chain_id, task)).fetchone()
         if row is None:
-            cur = conn.execute(
+            attempt_id = int(conn.execute(
                 "INSERT INTO attempts (chain_id, run_id, project_path, task, status, provider, "
-                "planned_at) VALUES (?, ?, ?, ?, 'planned', ?, ?)",
-                (chain_id, run_id, project_path, task, provider, ts))
-            attempt_id = int(cur.lastrowid or 0)
+                "planned_at) VALUES (?, ?, ?, ?, 'planned', ?, ?) RETURNING id",
+                (chain_id, run_id, project_path, task, provider, ts)).fetchone()[0])
         else:
             attempt_id = int(row["id"])
         conn.execute("UPDATE attempts SET status = 'running', run_id = ?, provider = ?, "
-                     "started_at = ?, pid = ?, log_path = ? WHERE id = ?",
-                     (run_id, provider, ts, pid, log_path, attempt_id))
-        conn.execute("INSERT OR REPLACE INTO assigned_tasks VALUES (?, ?, ?, ?)",
+                     "started_at = ?, pid = ?, log_path = ?, host = ? WHERE id = ?",
+                     (run_id, provider, ts, pid, log_path, host_id(), attempt_id))
+        conn.execute("INSERT INTO assigned_tasks VALUES (?, ?, ?, ?) ON CONFLICT (task_id) DO "
+                     "UPDATE SET project = excluded.project, task_type = excluded.task_type, "
+                     "assigned_at = excluded.assigned_at",
                      (f"{task}:{project_path}", project_path, task, ts))
     return attempt_id
 
@@ -275,20 +157,18 @@ class Outcome:
     failure: str | None = None  # "provider" when only provider trouble (429, quota) failed it
 
 
-def set_agent_pgid(conn: sqlite3.Connection, attempt_id: int, pgid: int, phase: str) -> None:
+def set_agent_pgid(conn: Conn, attempt_id: int, pgid: int, phase: str) -> None:
     """The agent now running for the attempt, and its phase; record_call clears it."""
-    with write(conn):
-        conn.execute("UPDATE attempts SET agent_pgid = ?, phase = ? WHERE id = ?",
-                     (pgid, phase, attempt_id))
+    write_one(conn, "UPDATE attempts SET agent_pgid = ?, phase = ? WHERE id = ?",
+              (pgid, phase, attempt_id))
 
 
-def set_phase(conn: sqlite3.Connection, attempt_id: int, phase: str) -> None:
+def set_phase(conn: Conn, attempt_id: int, phase: str) -> None:
     """What the attempt is doing between agent calls (waiting for budget), for live progress."""
-    with write(conn):
-        conn.execute("UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
+    write_one(conn, "UPDATE attempts SET phase = ? WHERE id = ?", (phase, attempt_id))
 
 
-def fail_over(conn: sqlite3.Connection, chain_id: int, attempt_id: int, path: list[str]) -> None:
+def fail_over(conn: Conn, chain_id: int, attempt_id: int, path: list[str]) -> None:
     """The rest of the project's chain uses the last provider of the path; the attempt shows
     every provider it ran on ("claude→codex")."""
     with write(conn):
@@ -296,11 +176,11 @@ def fail_over(conn: sqlite3.Connection, chain_id: int, attempt_id: int, path: li
         conn.execute("UPDATE attempts SET provider = ? WHERE id = ?", ("→".join(path), attempt_id))
 
 
-def chain_provider(conn: sqlite3.Connection, chain_id: int) -> str:
+def chain_provider(conn: Conn, chain_id: int) -> str:
     return str(conn.execute("SELECT provider FROM chains WHERE id = ?", (chain_id,)).fetchone()[0])
 
 
-def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider: str,
+def record_call(conn: Conn, attempt_id: int, phase: str, provider: str,
                 started: datetime, exit_code: int | None, outcome: str, error: str | None,
                 usage: dict[str, float], usage_known: bool = True) -> None:
     """One agent call, with the usage the CLI reported (zero when it reported none, and
@@ -316,7 +196,7 @@ def record_call(conn: sqlite3.Connection, attempt_id: int, phase: str, provider:
              int(usage_known), *(usage.get(f, 0) for f in USAGE_FIELDS)))
 
 
-def attempt_usage(conn: sqlite3.Connection, attempt_id: int) -> dict[str, float]:
+def attempt_usage(conn: Conn, attempt_id: int) -> dict[str, float]:
     """The attempt's measured usage, and how many of its calls' usage is unknown."""
     row = conn.execute(f"SELECT {', '.join(f'COALESCE(SUM({f}), 0) AS {f}' for f in USAGE_FIELDS)}, "
                        "COALESCE(SUM(1 - usage_known), 0) AS unknown_calls "
@@ -324,7 +204,7 @@ def attempt_usage(conn: sqlite3.Connection, attempt_id: int) -> dict[str, float]
     return {f: row[f] for f in (*USAGE_FIELDS, "unknown_calls")}
 
 
-def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) -> bool:
+def finish_attempt(conn: Conn, attempt_id: int, outcome: Outcome) -> bool:
     """Record the final status; returns True when this completed the project's chain.
 
     A completed task starts its cooldown. The last terminal task of a chain marks the
@@ -341,14 +221,14 @@ def finish_attempt(conn: sqlite3.Connection, attempt_id: int, outcome: Outcome) 
         path, task = att["project_path"], att["task"]
         conn.execute("DELETE FROM assigned_tasks WHERE task_id = ?", (f"{task}:{path}",))
         if outcome.status == "completed":
-            conn.execute("INSERT INTO task_history VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
-                         "SET last_run = excluded.last_run", (path, task, ts))
+            conn.execute("INSERT INTO task_history VALUES (?, ?, ?) ON CONFLICT (project_path, "
+                         "task_type) DO UPDATE SET last_run = excluded.last_run", (path, task, ts))
         if outcome.status not in TERMINAL:
             return False
         return _close_chain_if_done(conn, att["chain_id"], ts)
 
 
-def _close_chain_if_done(conn: sqlite3.Connection, chain_id: int, ts: str) -> bool:
+def _close_chain_if_done(conn: Conn, chain_id: int, ts: str) -> bool:
     chain = conn.execute("SELECT * FROM chains WHERE id = ?", (chain_id,)).fetchone()
     latest = _latest(conn, chain_id)
     tasks = json.loads(chain["tasks"])
@@ -361,22 +241,23 @@ def _close_chain_if_done(conn: sqlite3.Connection, chain_id: int, ts: str) -> bo
     started = min((latest[t]["started_at"] or ts) for t in tasks)
     conn.execute("UPDATE chains SET finished_at = ? WHERE id = ?", (ts, chain_id))
     conn.execute("INSERT INTO projects (path, last_run, run_count) VALUES (?, ?, 1) "
-                 "ON CONFLICT DO UPDATE SET last_run = excluded.last_run, "
-                 "run_count = run_count + 1", (chain["project_path"], ts))
+                 "ON CONFLICT (path) DO UPDATE SET last_run = excluded.last_run, "
+                 "run_count = projects.run_count + 1", (chain["project_path"], ts))
     tokens = sum(latest[t]["tokens"] for t in tasks)
-    conn.execute("INSERT OR REPLACE INTO run_history (id, start_time, end_time, project, tasks, "
-                 "tokens_used, status, error, provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    conn.execute("INSERT INTO run_history (id, start_time, end_time, project, tasks, "
+                 "tokens_used, status, error, provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (id) DO NOTHING",
                  (f"{chain['run_id']}:{chain_id}:{ts}", started, ts, chain["project_path"],
                   chain["tasks"], tokens, status, errors or None, chain["provider"]))
     return True
 
 
-def forget_today(conn: sqlite3.Connection, project_path: str, day: str,
+def forget_today(conn: Conn, project_path: str, day: str,
                  tasks: list[str] | None = None) -> list[str]:
     """`forget`: plan again the tasks of the project's chain for `day` that finished (all of
     them, or those in `tasks`), so the daily guard lets the next run run them. Their attempts
     stay in the history. Returns the tasks planned again."""
-    with write(conn):
+    with write(conn, f"claim {project_path}"):
         chain = conn.execute("SELECT id, tasks, provider FROM chains WHERE project_path = ? AND day = ?",
                              (project_path, day)).fetchone()
         if chain is None:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -39,11 +40,24 @@ CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 class StorageError(Exception):
     """A storage fault, as the one line that says which file and what to do."""
 
+    exit_code = EXIT_STORAGE
+
+
+class Unreachable(StorageError):
+    """The fleet's database server cannot be reached (or used) at the start: nothing runs."""
+
+    exit_code = 1
+
+
+def shown(location: str | Path) -> str:
+    """The database's location without a password, for messages and logs."""
+    return re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1@", str(location))
+
 
 def fail(fault: StorageError) -> NoReturn:
     """Print the fault's line and exit EXIT_STORAGE: the end of every entry point's fault."""
     print(f"nightshift: {fault}", file=sys.stderr)
-    sys.exit(EXIT_STORAGE)
+    sys.exit(fault.exit_code)
 
 
 def _os_fault(exc: OSError, path: Path) -> StorageError | None:
@@ -69,11 +83,15 @@ def _probe(directory: Path) -> OSError | None:
     return None
 
 
-def describe(exc: BaseException, db_path: Path) -> StorageError | None:
-    """The StorageError for `exc` (db_path names the database), or None when it is no
+def describe(exc: BaseException, location: str | Path) -> StorageError | None:
+    """The StorageError for `exc` (location names the database), or None when it is no
     storage fault (a bug of ours stays a traceback)."""
     if isinstance(exc, StorageError):
         return exc
+    if type(exc).__name__ == "OperationalError" and type(exc).__module__.startswith("psycopg"):
+        line = (str(exc).strip().splitlines() or ["connection lost"])[0]
+        return StorageError(f"state database {shown(location)}: {line}")
+    db_path = Path(location)
     if isinstance(exc, OSError):
         return _os_fault(exc, db_path)
     if not isinstance(exc, sqlite3.Error):
@@ -96,19 +114,19 @@ def describe(exc: BaseException, db_path: Path) -> StorageError | None:
 
 
 @contextlib.contextmanager
-def faults(db_path: Path) -> Iterator[None]:
+def faults(location: str | Path) -> Iterator[None]:
     """Storage faults raised inside become StorageError; anything else passes unchanged."""
     try:
         yield
-    except (OSError, sqlite3.Error) as exc:
-        fault = describe(exc, db_path)
+    except Exception as exc:
+        fault = describe(exc, location)
         if fault is None:
             raise
         raise fault from exc
 
 
 @contextlib.contextmanager
-def or_exit(path: Path) -> Iterator[None]:
+def or_exit(path: str | Path) -> Iterator[None]:
     """At an entry point: a storage fault inside prints its line and exits EXIT_STORAGE."""
     try:
         with faults(path):

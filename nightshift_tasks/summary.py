@@ -17,7 +17,7 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
-from nightshift_tasks import budget, git, guard, report, runlock, shutdown, signals, state, storage
+from nightshift_tasks import budget, db, fleet, git, guard, report, runlock, shutdown, signals, state, storage
 from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.engine import Engine
@@ -75,6 +75,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         self.halted = False  # a storage fault stopped the start of the run
         self.storage_fault = ""  # a task's storage fault: the run exits EXIT_STORAGE
         self.live: LiveLine | None = None
+        self.heartbeat: fleet.Heartbeat | None = None
         self.started = time.monotonic()
         self.started_at = state.now()
 
@@ -110,6 +111,11 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
             sys.exit(EXIT_LOCKED)
         signals.set_phase("running")
         conn = guard.connection(str(engine.db_path))
+        lease = engine.config.state_lease()
+        fleet.begin_run(conn, engine.run_id, lease)
+        if db.is_server(engine.db_path):  # other machines judge this one by its lease
+            self.heartbeat = fleet.Heartbeat(engine.db_path, engine.run_id, lease)
+            self.heartbeat.start()
         for note in recover_orphans(conn):
             self.write(f"nightshift: {note}\n")
         cleared = state.clear_stale_assignments(conn, STALE_ASSIGNMENT)
@@ -118,7 +124,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         keep = engine.config.section("logging")["retention_days"]
         for old in report.prune_logs(engine.log_dir, keep, state.now().date()):
             self.write(f"nightshift: removed logs older than {keep} days: {old}\n")
-        repos = [p.path for p in engine.plan.projects if not p.skip_reason]
+        repos = [p.mirror or p.path for p in engine.plan.projects if not p.skip_reason]
         for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
         selected = set(selected_tasks)
@@ -175,8 +181,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
                        f"{format_duration(float(values.get('duration', 0)))}"
                        f", {int(values.get('tokens', 0)):,} tokens"
                        f"{f' (+ {unknown} call(s) of unknown usage)' if unknown else ''}\n")
-        if values.get("overran"):
+        if values.get("overran"):  # in full under the table too: the cell may be cut
             row.reasons.append(f"{parsed[1]} ran past the end of the time window")
+            self.results.append(f"{task.name}: ran past the end of the time window")
         if values.get("published"):
             row.reasons.append(f"{parsed[1]}: {values['published']}")
             self.results.append(f"{task.name}: {values['published']}")
@@ -208,6 +215,9 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         engine = self.engine
         conn = guard.connection(str(engine.db_path))
         interrupt_leftovers(conn, engine.run_id)  # a worker killed before it could say so
+        fleet.end_run(conn, engine.run_id)
+        if self.heartbeat:
+            self.heartbeat.stop()
         record = report.run_record(conn, engine.plan, engine.run_id, self.started_at, state.now(),
                                    engine.log_dir)
         self._count_interrupted(record)

@@ -7,18 +7,25 @@ files (scanned incrementally, see agents/readings.py), copilot and command from 
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from nightshift_tasks.agents import PROVIDERS
-from nightshift_tasks.agents.readings import Reading
+from nightshift_tasks.agents.readings import Reading, read_ledger
+from nightshift_tasks.db import Conn, on_server
 
 __all__ = ["Reading", "read_usage", "week_start"]
 
 
-def read_usage(conn: sqlite3.Connection, provider: str, settings: dict[str, Any],
+def read_usage(conn: Conn, provider: str, settings: dict[str, Any],
                at: datetime) -> Reading:
+    """On a fleet's ledger, what the ledger measured: one machine's usage files cannot see
+    the others' spend. Today's is left out there: every reservation is checked against the
+    fleet's spend of the day as it stands then (budget.standing)."""
+    if on_server(conn):
+        reading = read_ledger(conn, provider, at)
+        reading.by_day.pop(at.date().isoformat(), None)
+        return reading
     return PROVIDERS[provider].read_usage(conn, settings, at)
 
 

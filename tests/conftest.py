@@ -57,8 +57,8 @@ def require_npm_cli(name: str) -> str:
     """The path of a real agent CLI pinned in tests/npm, else fail the test with one line."""
     path = ROOT / "tests" / "npm" / "node_modules" / ".bin" / name
     if not path.exists():
-        pytest.fail(f"needs the pinned `{name}` CLI ({path} is missing): run `npm ci --prefix tests/npm`",
-                    pytrace=False)
+        pytest.fail(f"needs the pinned `{name}` CLI ({path} is missing): "
+                    "run `npm install --prefix tests/npm`", pytrace=False)
     return str(path)
 
 
@@ -79,6 +79,7 @@ esac
 task=$(printf '%s\n' "$1" | sed -n 's/^Task: .* \[\(.*\)\]$/\1/p')
 name=$(printf '%s\n' "$1" | sed -n 's/^Project: \([^ ]*\) (.*)$/\1/p')
 proj=$(printf '%s\n' "$1" | sed -n 's/^Project: [^ ]* (\(.*\))$/\1/p')
+proj=${proj#file://}  # a url project on disk: its checkout
 if [ -f "$proj/.agent-fail-$task" ]; then echo "fake agent: $task is broken today" >&2; exit 3; fi
 if [ "$phase" = implement ] && [ -f "$proj/.agent-edit" ]; then
   echo "edit by $task" >> "edited-by-agent.txt"
@@ -155,9 +156,11 @@ class Env:
         self.config.write_text(yaml.safe_dump(base))
         return self.config
 
-    def projects(self, names: list[str], **config: Any) -> list[Path]:
+    def projects(self, names: list[str], url: bool = False, **config: Any) -> list[Path]:
+        """Repositories named by path, or by file:// URL (url projects, as a fleet needs)."""
         repos = [self.repo(n) for n in names]
-        self.write_config({"projects": [{"path": str(r)} for r in repos], **config})
+        entries = [{"url": r.as_uri()} if url else {"path": str(r)} for r in repos]
+        self.write_config({"projects": entries, **config})
         return repos
 
     def environ(self, **extra: str) -> dict[str, str]:
@@ -261,3 +264,49 @@ def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, 
         seen += chunk
     os.close(leader)
     return proc.wait(timeout=60), seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+# ---- PostgreSQL: the fleet's ledger ------------------------------------------------------
+# The server the fleet tests use (`.ci/run` starts it when it is down); never skipped.
+PG_SERVER = os.environ.get("NIGHTSHIFT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Any:
+    """A throwaway database for this test session (each xdist worker has its own), dropped
+    at the end; a server that cannot be reached fails the test naming it."""
+    import uuid
+
+    import psycopg
+
+    name = f"nst_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is unreachable ({exc}); start it (.ci/run does) "
+                    "or point NIGHTSHIFT_TEST_PG at one", pytrace=False)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """A fresh, empty schema of the session's database for one test, as a state.database URL."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return f"{pg_database}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The state database's location on each backend: a file, then a server URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    return str(request.getfixturevalue("pg_url"))

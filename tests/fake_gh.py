@@ -18,7 +18,8 @@ def option(args: list[str], name: str) -> str | None:
 def main(args: list[str]) -> int:
     state_file = Path(os.environ["GH_STATE"])
     every: list[dict[str, object]] = json.loads(state_file.read_text()) if state_file.exists() else []
-    repo = Path.cwd().name  # gh runs in the project's checkout: one PR list per repository
+    # gh runs in the project's checkout, or is told the repository: one PR list per repository
+    repo = Path(os.environ.get("GH_REPO") or Path.cwd()).name
     prs = [p for p in every if p.get("repo", repo) == repo]
     with open(f"{state_file}.log", "a") as log:
         log.write(json.dumps(args) + "\n")

@@ -1,9 +1,10 @@
 """Local stand-ins for the paid APIs the real agent CLIs talk to, on 127.0.0.1.
 
-`ApiStub` serves both the Anthropic Messages API (Claude Code) and the OpenAI Responses
-API (Codex) as server-sent events, answers each nightshift phase with the JSON that phase
-asks for, and can answer 429s, slowly, or with garbage. Every request that carries a
-nightshift prompt is logged with its start and end time, for concurrency assertions.
+`ApiStub` serves the Anthropic Messages API (Claude Code), the OpenAI Responses API
+(Codex) and the Gemini API (Gemini CLI) as server-sent events, answers each nightshift
+phase with the JSON that phase asks for, and can answer 429s, slowly, or with garbage.
+Every request that carries a nightshift prompt is logged with its start and end time, for
+concurrency assertions.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Behaviour:
     malformed: bool = False
     hold: int = 0
     gate: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)  # an agent request came
     failed: int = 0
     in_flight: int = 0
     held: threading.Condition = field(default_factory=threading.Condition)
@@ -57,13 +59,16 @@ class Request:
     end: float = 0.0
     status: int = 200
     body: str = ""
+    path: str = ""
 
 
 @dataclass
 class ApiStub:
     anthropic: Behaviour = field(default_factory=Behaviour)
     openai: Behaviour = field(default_factory=Behaviour)
+    gemini: Behaviour = field(default_factory=Behaviour)
     log: list[Request] = field(default_factory=list)
+    error_headers: dict[str, str] = field(default_factory=dict)  # sent with every error answer
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -105,12 +110,15 @@ class ApiStub:
             return [r for r in self.log if r.api == api and r.phase]
 
     def answer(self, handler: BaseHTTPRequestHandler, body: str) -> None:
-        api = "anthropic" if handler.path.startswith("/v1/messages") else "openai"
+        api = ("anthropic" if handler.path.startswith("/v1/messages") else
+               "gemini" if handler.path.startswith("/v1beta/models/") else "openai")
         phase = next((p for p in PHASES if f"# nightshift: {p} phase" in body), "")
         if api == "anthropic" and not json.loads(body or "{}").get("tools"):
             phase = ""  # Claude Code's small side request (no tools), not the agent's turn
-        behaviour = self.anthropic if api == "anthropic" else self.openai
-        request = Request(api, phase, time.monotonic(), body=body)
+        behaviour: Behaviour = getattr(self, api)
+        request = Request(api, phase, time.monotonic(), body=body, path=handler.path)
+        if phase:
+            behaviour.arrived.set()
         with self.lock:
             self.log.append(request)
             failing = phase and (behaviour.fail < 0 or behaviour.failed < behaviour.fail)
@@ -137,7 +145,11 @@ class ApiStub:
                 return
             usage = USAGE.get(phase, (3, 1, 0, 0))
             text = REPLIES.get(phase, "ok")
-            events = (anthropic_events if api == "anthropic" else openai_events)(text, usage)
+            if api == "gemini" and "alt=sse" not in handler.path:  # :generateContent
+                self._send(handler, 200, "application/json", gemini_json(text, usage).encode())
+                return
+            events = {"anthropic": anthropic_events, "openai": openai_events,
+                      "gemini": gemini_events}[api](text, usage)
             self._send(handler, 200, "text/event-stream", events.encode())
         finally:
             request.end = time.monotonic()
@@ -145,8 +157,11 @@ class ApiStub:
                 behaviour.in_flight -= bool(phase)
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, kind: str, data: bytes) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, kind: str, data: bytes,
+              headers: dict[str, str] | None = None) -> None:
         handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("content-type", kind)
         handler.send_header("content-length", str(len(data)))
         handler.end_headers()
@@ -155,10 +170,13 @@ class ApiStub:
     def _error(self, handler: BaseHTTPRequestHandler, api: str, status: int) -> None:
         if api == "anthropic":
             body = {"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited"}}
+        elif api == "gemini":
+            body = {"error": {"code": status, "message": f"stub error {status}",
+                              "status": GEMINI_STATUS.get(status, "UNKNOWN")}}
         else:
             body = {"error": {"message": "Rate limit reached", "type": "requests",
                               "code": "rate_limit_exceeded"}}
-        self._send(handler, status, "application/json", json.dumps(body).encode())
+        self._send(handler, status, "application/json", json.dumps(body).encode(), self.error_headers)
 
 
 def _sse(events: list[tuple[str, dict[str, Any]]]) -> str:
@@ -207,3 +225,25 @@ def openai_events(text: str, usage: tuple[int, int, int, int]) -> str:
                       "output_tokens": out, "output_tokens_details": {"reasoning_tokens": reasoning},
                       "total_tokens": inp + out}}}),
     ])
+
+
+# The Gemini API's error status names for the HTTP statuses the stub can answer.
+GEMINI_STATUS = {429: "RESOURCE_EXHAUSTED", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+
+
+def gemini_json(text: str, usage: tuple[int, int, int, int]) -> str:
+    """One GenerateContentResponse: the reply in one candidate, and its usageMetadata
+    (promptTokenCount includes the cached tokens, as the real API counts them)."""
+    prompt, candidates, cached, thoughts = usage
+    return json.dumps({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+                          "cachedContentTokenCount": cached, "thoughtsTokenCount": thoughts,
+                          "totalTokenCount": prompt + candidates + thoughts},
+        "modelVersion": "stub-gemini"})
+
+
+def gemini_events(text: str, usage: tuple[int, int, int, int]) -> str:
+    """`:streamGenerateContent?alt=sse`: the same response as one server-sent event."""
+    return f"data: {gemini_json(text, usage)}\n\n"

@@ -104,7 +104,7 @@ def test_codex_reply_from_jsonl_events() -> None:
     reply = parse_reply("codex", "\n".join(map(json.dumps, lines)))
     assert reply.text == "done" and reply.error is None
     assert reply.usage == Usage(input_tokens=200, output_tokens=30, cache_read_tokens=50,
-                                reasoning_tokens=10, tokens=190)
+                                reasoning_tokens=10, tokens=180)
     failed = {"type": "turn.failed", "error": {"message": "exceeded retry limit, last status: 429"}}
     assert parse_reply("codex", json.dumps(failed)).error == "exceeded retry limit, last status: 429"
 
@@ -258,3 +258,19 @@ def test_failure_reasons_are_one_bounded_line() -> None:
     failure = classify("command", huge)
     assert failure.kind == "transient" and len(failure.message) == 400
     assert "\n" not in failure.message
+
+
+def test_a_cli_in_local_bin_is_found_and_run_under_crons_bare_path(env: Env) -> None:
+    """cron's PATH is /usr/bin:/bin; a CLI installed in ~/.local/bin is still the agent."""
+    home = env.tmp / "user"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "night-agent").symlink_to(env.agent)
+    env.projects(["alpha"])
+    env.write_config({"providers": {"preference": ["command"], "command": {
+        "enabled": True, "timeout": "1m", "argv": ["night-agent", "{prompt}"]}}})
+    listed = env.doit("list", PATH="/usr/bin:/bin", HOME=str(home))
+    assert "alpha   lint-fix via command" in listed.stdout, listed.stdout + listed.stderr
+    result = env.doit("run", PATH="/usr/bin:/bin", HOME=str(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(c.task, c.phase) for c in env.calls()] == [
+        ("lint-fix", "plan"), ("lint-fix", "implement"), ("lint-fix", "review")]

@@ -109,3 +109,18 @@ def test_readme_first_screen_shows_init_list_run_and_cron_in_order() -> None:
               "nightshift-tasks cron install"]
     found = [next(i for i, line in enumerate(screen) if line.lstrip().startswith(w)) for w in wanted]
     assert found == sorted(found)
+
+
+def test_python_m_list_shows_the_plan_as_doit_list_does(env: Env) -> None:
+    env.projects(["alpha", "beta"])
+    env.write_config({"projects": [{"path": str(env.tmp / "repos" / "alpha")},
+                                   {"path": str(env.tmp / "missing")}]})
+    elsewhere = env.tmp / "elsewhere"
+    elsewhere.mkdir()
+    listed = subprocess.run([sys.executable, "-m", "nightshift_tasks", "list", f"config={env.config}"],
+                            cwd=elsewhere, env=env.environ(), capture_output=True, text=True, timeout=120)
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout == ("alpha     lint-fix via command\n"
+                             f"missing   skipped: path does not exist: {env.tmp / 'missing'}\n")
+    assert listed.stdout == env.doit("list").stdout
+    assert not env.record.exists() and not list(elsewhere.iterdir())

@@ -39,8 +39,8 @@ def errors_for(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> 
     ("tasks: {intervals: {lint-fix: 2w}}",
      "line 1, column 21: tasks.intervals.lint-fix: '2w' is not a duration; use Go syntax such as 30m, 1h30m, "
      "168h, or 7d"),
-    ("projects: [{priority: 1}]", "line 1, column 12: projects[0]: each project needs a 'path' or a "
-     "'pattern'"),
+    ("projects: [{priority: 1}]", "line 1, column 12: projects[0]: each project needs exactly one of "
+     "'path', 'pattern' or 'url'"),
     ("providers: {preference: [codex, codex]}",
      "line 1, column 13: providers.preference: lists an entry more than once; each may appear once"),
     ("schedule: {window: {start: '25:00', end: '06:00'}}",
@@ -95,7 +95,8 @@ def test_defaults_come_from_the_schema(tmp_path: Path) -> None:
     path.write_text("projects: [{path: ~/src/app}]\n")
     config = load_config(path, builtin_slugs(), {})
     assert config.section("schedule") == {"max_projects": 0, "max_tasks": 1}
-    assert config.section("providers")["preference"] == ["claude", "codex", "copilot", "command"]
+    assert config.section("providers")["preference"] == [
+        "claude", "codex", "copilot", "gemini", "opencode", "command"]
     assert config.section("providers")["codex"]["dangerously_bypass_approvals_and_sandbox"] is False
     assert config.data["projects"] == [{"path": str(Path.home() / "src/app"), "priority": 0,
                                         "exclude": []}]
@@ -151,7 +152,7 @@ def test_bad_config_exits_2_without_traceback_or_writes(env: Env, command: list[
         '"daily", "weekly"',
         f"config error: {env.config}: line 20, column 1: extra: unknown key; allowed keys: budget, "
         "integrations, "
-        "logging, projects, providers, publish, reporting, schedule, tasks"]
+        "logging, projects, providers, publish, reporting, schedule, state, tasks"]
     assert not env.home.exists()
     assert not env.record.exists()
 
@@ -172,7 +173,7 @@ def test_explicit_config_that_does_not_exist_is_an_error(env: Env) -> None:
 
 
 UNKNOWN_TOP = "unknown key; allowed keys: budget, integrations, logging, projects, providers, publish, " \
-              "reporting, schedule, tasks"
+              "reporting, schedule, state, tasks"
 NOT_A_TAG = "is not supported; use plain strings, numbers, booleans, lists and mappings"
 
 

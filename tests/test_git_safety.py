@@ -242,9 +242,10 @@ def test_a_huge_report_is_cut(tmp_path: Path) -> None:
     reports = tmp_path / "wt" / ".nightshift" / "reports"
     reports.mkdir(parents=True)
     (reports / "dead-code.md").write_bytes(b"x" * (MAX_REPORT_BYTES * 3))
-    run = RunSpec("run", "", 0.0, "", "", str(tmp_path / "out"), None, "info",
-                  PublishSettings("local", "origin", "nightshift/", "report", 3, 10, None))
-    spec = TaskSpec(run, ProjectSpec("alpha", str(tmp_path), ("dead-code",), (), (), None),
-                    "dead-code", "Dead Code Detector", "", "analysis", "low", (), None)
+    run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
+    settings = PublishSettings("local", "origin", "nightshift/", "report", 3, 10, None)
+    project = ProjectSpec("alpha", str(tmp_path), str(tmp_path), None, ("dead-code",), (), (),
+                          None, settings)
+    spec = TaskSpec(run, project, "dead-code", "Dead Code Detector", "", "analysis", "low", (), None)
     saved = save_report(spec, tmp_path / "wt", LoopResult("completed", 1, summary="s"))
     assert saved.read_bytes() == b"x" * MAX_REPORT_BYTES + b"\n\n(cut short by nightshift)\n"

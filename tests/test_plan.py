@@ -253,3 +253,46 @@ def test_the_plan_reads_the_ledger_in_as_many_queries_for_many_projects_as_for_f
         return len(statements)
 
     assert queries(8) == queries(1)
+
+
+def test_random_task_draws_among_the_eligible_tasks(env: Env) -> None:
+    """Twenty projects each draw one of three eligible tasks: without the draw every one
+    would get the top-ranked task (all three would pick one task with odds 3 * 3**-20)."""
+    env.projects([f"p{i:02d}" for i in range(20)])
+    env.write_config({"tasks": {"enabled": ["lint-fix", "docs-backfill", "dead-code", "bug-finder"],
+                                "disabled": ["bug-finder"]}})
+    ranked = env.doit("list").stdout.splitlines()
+    assert {line.split()[1] for line in ranked} == {"lint-fix"}
+    drawn = env.doit("list", "random_task=1").stdout.splitlines()
+    assert len(drawn) == 20
+    picks = {line.split()[1] for line in drawn}
+    assert picks <= {"lint-fix", "docs-backfill", "dead-code"} and len(picks) > 1, drawn
+
+
+def test_info_shows_the_allowance_equation_of_every_candidate_provider(env: Env) -> None:
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["command", "copilot"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    lines = env.doit("info", "a").stdout.splitlines()
+    start = lines.index(f"{a} (provider command, allowance 140,000 tokens)")
+    assert lines[start + 1:start + 3] == [
+        "budget command: 200,000 daily x (1 - 0.0% used) x 75% - 10,000 reserve = 140,000",
+        "budget copilot: 100,000 daily x (1 - 0.0% used) x 75% - 5,000 reserve = 70,000"]
+
+
+def test_a_projects_own_budget_percentages_set_its_allowance(env: Env) -> None:
+    _, b = env.projects(["a", "b"], budget={"weekly_tokens": 1_400_000})
+    (b / "nightshift.yaml").write_text("budget:\n  max_percent: 10\n  reserve_percent: 2\n")
+    listed = env.doit("list").stdout
+    assert "a   lint-fix via command" in listed
+    assert "b   skipped: no task can run: 3 over budget (allowance 16,000 (command))" in listed
+    lines = env.doit("info", "b").stdout.splitlines()
+    start = lines.index(f"{b} (provider -, allowance 16,000 tokens)")
+    assert lines[start + 1] == \
+        "budget command: 200,000 daily x (1 - 0.0% used) x 10% - 4,000 reserve = 16,000"
+    assert env.doit("run").returncode == 0
+    assert {c.project for c in env.calls()} == {"a"}

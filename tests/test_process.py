@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.process import alive, run_process
+from nightshift_tasks.process import GRACE_SECONDS, alive, run_process
 
 
 def test_output_exit_code_and_cwd(tmp_path: Path) -> None:
@@ -97,3 +97,49 @@ def test_a_kill_9_while_recording_the_agent_means_it_never_runs(tmp_path: Path) 
     assert worker.returncode == -signal.SIGKILL
     assert _gone(int(gate.read_text()))
     assert not ran.exists()
+
+
+# A grandchild that catches TERM, notes when it came (CLOCK_MONOTONIC is system-wide), and
+# carries on: only KILL stops it. It writes its pid once its handler is in place.
+STUBBORN = """import os, signal, sys, time
+def noted(*_):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{time.monotonic()}\\n")
+signal.signal(signal.SIGTERM, noted)
+with open(sys.argv[2] + ".tmp", "w") as fh:
+    fh.write(str(os.getpid()))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+while True:
+    signal.pause()
+"""
+
+
+def stubborn_agent(tmp_path: Path, then: str) -> tuple[list[str], Path, Path]:
+    """argv of an agent that starts a stubborn grandchild, waits until it is ready, then
+    runs `then` (a shell command); the files the grandchild writes its TERMs and pid to."""
+    termed, pidfile = tmp_path / "termed", tmp_path / "grandchild"
+    script = (f'"{sys.executable}" -c "$0" "{termed}" "{pidfile}" &\n'
+              f'while [ ! -e "{pidfile}" ]; do sleep 0.01; done\n{then}')
+    return ["sh", "-c", script, STUBBORN], termed, pidfile
+
+
+def test_a_timed_out_agent_and_its_stubborn_grandchild_get_term_then_kill_as_a_group(
+        tmp_path: Path) -> None:
+    argv, termed, pidfile = stubborn_agent(tmp_path, "trap '' TERM\nsleep 300")
+    result = run_process(argv, str(tmp_path), 1.0, os.environ, grace=0.3)
+    assert result.timed_out
+    assert len(termed.read_text().splitlines()) == 1  # the TERM reached the grandchild too
+    assert _gone(int(pidfile.read_text()))  # and so did the KILL
+
+
+def test_what_an_agent_leaves_behind_gets_term_then_kill_after_five_seconds(tmp_path: Path) -> None:
+    """The real grace (GRACE_SECONDS), waited once: the agent exits at once and leaves a
+    grandchild that ignores TERM."""
+    assert GRACE_SECONDS == 5.0  # the README's "KILL after 5 s"
+    argv, termed, pidfile = stubborn_agent(tmp_path, "exit 0")
+    result = run_process(argv, str(tmp_path), 60, os.environ)
+    ended = time.monotonic()
+    assert (result.exit_code, result.timed_out) == (0, False)
+    (term_at,) = [float(line) for line in termed.read_text().splitlines()]
+    assert ended - term_at >= GRACE_SECONDS
+    assert _gone(int(pidfile.read_text()))

@@ -35,7 +35,7 @@ def test_unlisted():
 
 
 def test_not_pinned():
-    require_npm_cli("gemini")
+    require_npm_cli("aider")
 '''
 
 
@@ -59,8 +59,8 @@ def run_tiny(tmp_path: Path, **extra: str) -> tuple[int, list[str]]:
 MISSING = f"FAILED test_tiny.py::test_missing - Failed: needs `crontab`: install it with: {INSTALL}"
 UNLISTED = ("FAILED test_tiny.py::test_unlisted - Failed: require_program('psql'): add "
             "`psql` and its Debian package to tests/programs.txt and the README's install line")
-NOT_PINNED = (f"FAILED test_tiny.py::test_not_pinned - Failed: needs the pinned `gemini` CLI "
-              f"({ROOT}/tests/npm/node_modules/.bin/gemini is missing): run `npm ci --prefix tests/npm`")
+NOT_PINNED = (f"FAILED test_tiny.py::test_not_pinned - Failed: needs the pinned `aider` CLI "
+              f"({ROOT}/tests/npm/node_modules/.bin/aider is missing): run `npm install --prefix tests/npm`")
 ELSEWHERE = "unavailable on this platform: `git` exists only on linux, this is darwin"
 
 

@@ -236,3 +236,98 @@ def test_not_a_repository_or_no_commits_is_skipped(env: Env) -> None:
     listed = env.doit("list").stdout
     assert f"plain   skipped: not a git repository: {plain}" in listed
     assert f"empty   skipped: git repository has no commits: {empty}" in listed
+
+
+def failing_agent(world: World, phase: str) -> None:
+    """The fake agent, failing (exit 3) in `phase` after doing its work: implement has
+    already edited the worktree by then."""
+    agent = world.env.tmp / f"agent-failing-in-{phase}"
+    agent.write_text(f'#!/bin/sh\n"{world.env.agent}" "$@" || exit\n'
+                     f'case "$1" in *"# nightshift: {phase} phase"*)\n'
+                     f'  echo "fake agent: {phase} broke" >&2; exit 3 ;;\nesac\n')
+    agent.chmod(0o755)
+    world.env.write_config({"providers": {"preference": ["command"], "command": {
+        "enabled": True, "timeout": "1m", "argv": [str(agent), "{prompt}"]}}})
+
+
+@pytest.mark.parametrize("phase", ["implement", "review"])
+def test_work_that_failed_in_implement_or_review_publishes_nothing(world: World, phase: str) -> None:
+    world.config(mode="pr")
+    failing_agent(world, phase)
+    result = world.run()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert summary_rows(result.stdout)["alpha"][:3] == ["command", "0", "1"]
+    assert f"alpha:lint-fix: failed: iteration 1 failed: {phase} 1: exit 3: fake agent: {phase} broke" \
+        in result.stdout
+    assert world.prs() == []
+    assert git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/") == "refs/heads/main"
+    assert git(world.repo, "for-each-ref", "--format=%(refname)", "refs/heads/nightshift/",
+               "refs/nightshift/") == ""
+
+
+GITHUB_URLS = ["https://github.com/{owner}/alpha.git", "git@github.com:{owner}/alpha.git",
+               "ssh://git@github.com/{owner}/alpha", "ssh://git@github.com:22/{owner}/alpha.git"]
+
+
+def github_remote(world: World, url: str, owner: str) -> None:
+    """origin names GitHub; nothing in these tests reaches it, since the owner check and the
+    PR cap are decided before anything is fetched or pushed."""
+    git(world.repo, "remote", "set-url", "origin", url.format(owner=owner))
+    world.gh_state.write_text(json.dumps([
+        {"number": 1, "url": "u1", "state": "OPEN", "headRefName": "nightshift/other",
+         "baseRefName": "main", "title": "t", "body": ""}]))
+
+
+@pytest.mark.parametrize("url", GITHUB_URLS)
+def test_the_owner_of_a_github_remote_is_read_from_its_url(world: World, url: str) -> None:
+    world.config(mode="pr", max_open_prs_per_project=1, allowed_owners=["alice"])
+    github_remote(world, url, "bob")
+    refused = world.run()
+    assert "alpha:lint-fix: skipped: publish: refusing to push to origin owned by bob; allowed: " \
+        "alice. Add the owner to publish.allowed_owners, or use publish.mode: local" in refused.stdout
+    github_remote(world, url, "alice")
+    allowed = world.run("-a")
+    # Past the owner check: the next check (the PR cap) is the one that stops it.
+    assert "alpha:lint-fix: skipped: publish.max_open_prs_per_project (1) reached: 1 open " \
+        "nightshift PR(s)" in allowed.stdout
+    assert not world.env.record.exists()
+
+
+def test_a_remote_whose_owner_cannot_be_told_is_refused(world: World) -> None:
+    world.config(mode="pr", max_open_prs_per_project=1, allowed_owners=["alice"])
+    github_remote(world, "https://example.com/alpha.git", "")
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alpha:lint-fix: skipped: publish: refusing to push to origin owned by unknown; " \
+        "allowed: alice." in result.stdout
+    assert not world.env.record.exists()
+
+
+def test_an_analysis_task_with_analysis_pr_opens_a_pr_on_the_configured_prefix(world: World) -> None:
+    world.env.write_config({"projects": [{"path": str(world.repo)}], "tasks": {"enabled": ["dead-code"]},
+                            "publish": {"mode": "pr", "analysis": "pr", "branch_prefix": "bot/night-"}})
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    (report,) = (world.env.home / "reports" / "alpha").glob("dead-code-*.md")
+    (pr,) = world.prs()
+    assert (pr["state"], pr["headRefName"], pr["baseRefName"]) == ("OPEN", "bot/night-dead-code", "main")
+    assert git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines() == [
+        "refs/heads/bot/night-dead-code", "refs/heads/main"]
+    assert git(world.origin, "show", "bot/night-dead-code:edited-by-agent.txt") == "edit by dead-code"
+    assert report.read_text().startswith("# Dead Code Detector: alpha\n")
+
+
+def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> None:
+    seed = world.env.tmp / "seed"
+    git(seed, "checkout", "-q", "-b", "develop")
+    (seed / "DEVELOP.md").write_text("on develop\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "develop moves")
+    git(seed, "push", "-q", "origin", "develop")
+    world.env.write_config({"projects": [{"path": str(world.repo), "base_branch": "develop"}],
+                            "publish": {"mode": "pr"}})
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert git(world.origin, "rev-parse", "nightshift/lint-fix~1") == git(seed, "rev-parse", "develop")
+    (pr,) = world.prs()
+    assert pr["baseRefName"] == "develop"

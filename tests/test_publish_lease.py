@@ -244,3 +244,29 @@ def test_a_slot_held_by_a_dead_process_is_not_counted(world: World) -> None:
     conn.close()
     out = ok(world.run())
     assert "PR created" in out
+
+
+def test_a_push_landing_between_the_check_and_nightshifts_push_is_not_overwritten(world: World) -> None:
+    """The lease itself: someone pushes the task branch after nightshift looked at it and
+    before its push arrives. Pushes reach the origin through a transport that lets an
+    intruder's commit land first; the push must be refused, not forced over it."""
+    intruder = git(world.env.tmp / "seed", "commit-tree", "-p", "HEAD", "-m", "someone else's",
+                   git(world.env.tmp / "seed", "rev-parse", "HEAD^{tree}"))
+    git(world.env.tmp / "seed", "push", "-q", "origin", f"{intruder}:refs/others/intruder")
+    transport = world.env.tmp / "push-transport"
+    transport.write_text('#!/bin/sh\nunset GIT_DIR GIT_WORK_TREE GIT_COMMON_DIR GIT_INDEX_FILE\n'
+                         f'git -C "{world.origin}" update-ref refs/heads/{BRANCH} {intruder}\n'
+                         f'exec git "$1" "{world.origin}"\n')
+    transport.chmod(0o755)
+    git(world.repo, "config", "protocol.ext.allow", "always")
+    git(world.repo, "config", "remote.origin.pushurl", f"ext::{transport} %s")
+    world.config(mode="push")
+    result = world.run()
+    assert git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/").splitlines() == [
+        "refs/heads/main", f"refs/heads/{BRANCH}"], result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert remote_tip(world) == intruder
+    (ref,) = kept(world)
+    assert ref.startswith(f"refs/nightshift/kept/{BRANCH}/")
+    assert (f"  alpha:lint-fix: failed: publish failed: git push: error: failed to push some refs "
+            f"to 'ext::{transport} %s'; the work is kept at {ref}\n") in result.stdout

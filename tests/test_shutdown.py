@@ -14,8 +14,11 @@ import uuid
 from pathlib import Path
 
 from nightshift_tasks import runlock
-from tests.conftest import Env
+from nightshift_tasks.process import alive
+from tests.conftest import DODO, Env, summary_table
 from tests.crashes import MARK, escaping_agent, ledger_problems, marked, signalled_run
+from tests.test_process import STUBBORN
+from tests.test_summary import ledger, wait_for
 
 TASKS = ["lint-fix", "docs-backfill", "dead-code"]
 
@@ -129,3 +132,32 @@ def test_agent_calls_are_the_runs_heartbeat(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
                          timeout=60, check=False)
     assert out.stdout == "0\n", out.stderr
+
+
+def test_ctrl_c_twice_stops_the_run_its_agents_group_included_with_exit_130(env: Env) -> None:
+    """Ctrl-C reaches doit's whole foreground group (main process and workers); the agent
+    leaves a grandchild that ignores TERM. A second Ctrl-C during the 5 s grace must not cut
+    the worker's TERM -> KILL teardown short."""
+    env.projects(["alpha"])
+    stubborn, termed, pidfile = env.tmp / "stubborn.py", env.tmp / "termed", env.tmp / "grandchild"
+    stubborn.write_text(STUBBORN)
+    agent = env.tmp / "stubborn-agent"
+    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{stubborn}" "{termed}" "{pidfile}" &\nexec sleep 300\n')
+    agent.chmod(0o755)
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
+                                                "argv": [str(agent), "{prompt}"]}}})
+    run = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "run", "-n", "2",
+                            f"config={env.config}"],
+                           cwd=env.tmp, env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    wait_for(pidfile.exists)
+    os.killpg(run.pid, signal.SIGINT)
+    wait_for(termed.exists)  # the teardown is under way: the grace has begun
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, out + err
+    assert len(termed.read_text().splitlines()) == 1
+    grandchild = int(pidfile.read_text())
+    wait_for(lambda: not alive(grandchild), timeout=10)  # a KILL lands a moment after it is sent
+    assert ledger(env)["alpha:lint-fix"]["status"] == "interrupted"
+    assert summary_table(out)["alpha"]["interrupted"] == "1"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks import state
+from nightshift_tasks import db, state
 
 
 def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     conn.close()
     conn = state.connect(tmp_path / "s.db")
     versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-    assert versions == list(range(1, len(state.MIGRATIONS) + 1))
+    assert versions == list(range(1, len(db.MIGRATIONS) + 1))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"projects", "task_history", "assigned_tasks", "run_history", "chains", "attempts", "calls",
@@ -22,13 +22,13 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
 
 
 def test_an_older_database_is_migrated_forward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS[:1])
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:1])
     old = state.connect(tmp_path / "s.db")
     old.execute("INSERT INTO projects (path, run_count) VALUES ('/p', 3)")
     old.close()
     monkeypatch.undo()
     conn = state.connect(tmp_path / "s.db")
-    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == len(state.MIGRATIONS)
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == len(db.MIGRATIONS)
     assert conn.execute("SELECT run_count FROM projects").fetchone()[0] == 3
     assert "failure" in [r[1] for r in conn.execute("PRAGMA table_info(attempts)")]
 
@@ -103,10 +103,10 @@ def test_a_task_skipped_before_spending_a_token_is_not_done(tmp_path: Path) -> N
 
 def test_reservations_migrate_to_one_per_attempt_and_provider(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "MIGRATIONS", state.MIGRATIONS[:6])
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:6])
     old = state.connect(tmp_path / "s.db")
     chain = state.open_chain(old, "/p", "2026-11-27", ["a"], "claude", "r1")
-    attempt = state.start_attempt(old, chain, "r1", "/p", "a", "claude", 1, "/log")
+    attempt = old.execute("SELECT id FROM attempts WHERE chain_id = ?", (chain,)).fetchone()[0]
     old.execute("INSERT INTO reservations (attempt_id, run_id, provider, estimate, pid, "
                 "created_at) VALUES (?, 'r1', 'claude', 400, 1, 'then')", (attempt,))
     old.close()

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,20 @@ def test_logging_level_changes_the_task_log_and_the_terminal(env: Env) -> None:
     assert ".  alpha:lint-fix" not in warn.stdout and "completed in" not in warn.stdout
     log = Path(ledger(env)["alpha:lint-fix"]["log_path"]).read_text()
     assert "===== plan via command (exit 0, " in log and "----- stdout -----" not in log
+
+
+def test_a_run_removes_the_task_logs_past_logging_retention_days(env: Env) -> None:
+    env.projects(["alpha"], logging={"retention_days": 2})
+    logs = env.home / "logs"
+    today = date.today()
+    for days in (2, 3):
+        day = logs / str(today - timedelta(days=days))
+        day.mkdir(parents=True)
+        (day / "alpha--lint-fix--old.log").write_text("old\n")
+    (logs / "cron.log").write_text("kept\n")
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    old = logs / str(today - timedelta(days=3))
+    assert f"nightshift: removed logs older than 2 days: {old}\n" in result.stdout
+    assert sorted(p.name for p in logs.iterdir()) == [
+        str(today - timedelta(days=2)), str(today), "cron.log"]

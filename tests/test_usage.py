@@ -122,8 +122,9 @@ def test_codex_sessions_last_minus_first_and_rate_limits(tmp_path: Path) -> None
     old.mkdir(parents=True)
     (old / "rollout-c.jsonl").write_text(codex_event(10, 0, 1, 0))
     reading = read_codex(conn, tmp_path)
-    # a: (300-100) - (50-20) + (40-10) + (15-5) = 210; b: one event, 1000 + 100.
-    assert reading.by_day == {"2026-11-28": 210 + 1100, "2026-11-20": 11}
+    # a: (300-100) - (50-20) + (40-10) = 200 (reasoning is part of output); b: one event,
+    # 1000 + 100.
+    assert reading.by_day == {"2026-11-28": 200 + 1100, "2026-11-20": 11}
     assert reading.rate_limits["secondary"]["used_percent"] == 40.0
     assert reading.skipped_lines == 0  # garbage without a token_count marker is not even parsed
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from nightshift_tasks.window import is_open, next_open
-from tests.conftest import Env
+from tests.conftest import Env, summary_table
 
 UTC = UTC
 OVERNIGHT = {"start": "22:00", "end": "06:00", "timezone": "Europe/Berlin"}
@@ -59,3 +61,32 @@ def test_unknown_time_zone_is_refused(env: Env) -> None:
     assert result.stderr.strip().endswith("schedule.window.timezone: 'Mars/Olympus' is not a known "
                                           "time zone; use an IANA name such as Europe/Berlin or "
                                           "America/Denver")
+
+
+def test_a_window_that_closes_mid_run_starts_no_new_task_and_the_overrun_is_noted(env: Env) -> None:
+    """The window ends LEAD seconds after the run starts: local time is set that far off a
+    whole minute by a POSIX TZ with seconds, so no test waits for a real minute to turn.
+    The first task's agent works until the end has passed."""
+    lead = 6
+    end = math.ceil(time.time()) + lead
+    shift = -end % 60  # local time = UTC + shift: the end is a whole minute of local time
+    local_end = datetime.fromtimestamp(end + shift, UTC)
+    span = {"start": f"{local_end - timedelta(hours=1):%H:%M}", "end": f"{local_end:%H:%M}"}
+    env.projects(["alpha"], schedule={"window": span, "max_tasks": 2})
+    agent = env.tmp / "slow-first-agent"
+    agent.write_text(f'#!/bin/sh\nif [ ! -e "{env.tmp}/first" ]; then\n  touch "{env.tmp}/first"\n'
+                     f'  while [ "$(date +%s)" -le {end} ]; do sleep 0.05; done\nfi\n'
+                     f'exec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    env.write_config({"providers": {"preference": ["command"], "command": {
+        "enabled": True, "timeout": "1m", "argv": [str(agent), "{prompt}"]}}})
+    result = env.doit("run", TZ=f"NST-00:00:{shift:02d}")
+    assert "outside the time window" not in result.stdout, "the run started too late: raise lead"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [(c.task, c.phase) for c in env.calls()] == [
+        ("lint-fix", "plan"), ("lint-fix", "implement"), ("lint-fix", "review")]
+    rows = summary_table(result.stdout)
+    closed = f"the time window {span['start']}-{span['end']} (local time) closed before this task could start"
+    assert (rows["alpha"]["completed"], rows["alpha"]["skipped"]) == ("1", "1")
+    assert "\nResults:\n  alpha:lint-fix: ran past the end of the time window\n" in result.stdout
+    assert f"\nProblems:\n  alpha:docs-backfill: skipped: {closed}\n" in result.stdout

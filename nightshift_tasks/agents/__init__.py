@@ -1,5 +1,6 @@
-"""The agent CLIs nightshift can run, one module each (claude, codex, copilot, command), all
-presenting the same small interface (base.Provider), in the way of pre-commit's languages.
+"""The agent CLIs nightshift can run, one module each (claude, codex, copilot, gemini,
+opencode, command), all presenting the same small interface (base.Provider), in the way of
+pre-commit's languages.
 
 PROVIDERS is the registry: the rest of nightshift reaches a provider by its name only
 through the functions here, so it never learns what any one provider does. A new provider
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from nightshift_tasks.agents import base, claude, codex, command, copilot
+from nightshift_tasks.agents import base, claude, codex, command, copilot, gemini, opencode
 from nightshift_tasks.agents.base import (
     MAX_ARG_BYTES,
     OUTPUT_BOUND,
@@ -36,6 +37,8 @@ PROVIDERS: dict[str, base.Provider] = {
     "claude": claude,
     "codex": codex,
     "copilot": copilot,
+    "gemini": gemini,
+    "opencode": opencode,
     "command": command,
 }
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from nightshift_tasks import usage_report
 from nightshift_tasks.agents.readings import Reading
+from nightshift_tasks.db import Conn
 from nightshift_tasks.text import one_line
 
 # Linux's MAX_ARG_STRLEN: the most bytes one argv element can hold, its final NUL included.
@@ -114,7 +114,7 @@ class Provider(Protocol):
 
     def login_state(self, settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | None: ...
 
-    def read_usage(self, conn: sqlite3.Connection, settings: Mapping[str, Any],
+    def read_usage(self, conn: Conn, settings: Mapping[str, Any],
                    at: datetime) -> Reading: ...
 
 
@@ -160,6 +160,15 @@ def count(data: Mapping[str, Any], key: str) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def json_object(text: str) -> dict[str, Any] | None:
+    """A CLI's whole output as one JSON object, else None."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def json_lines(text: str) -> Iterator[dict[str, Any]]:
     for line in text.splitlines():
         try:
@@ -193,11 +202,29 @@ def reason(text: str, match: re.Match[str] | None = None) -> str:
     return one_line(own if not cause or cause in own else f"{own} ({cause})", REASON_CHARS)
 
 
+def error_status(text: str) -> int | None:
+    """The HTTP status in the last JSON error object (`{"error": {"code": 429, ...}}`) that
+    starts a line of a CLI's output: the Gemini CLI reports its API errors so, on stderr."""
+    decoder = json.JSONDecoder()
+    for start in reversed([m.start() for m in re.finditer(r"^\{", text, re.MULTILINE)]):
+        try:
+            doc, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        error = doc.get("error") if isinstance(doc, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        if isinstance(code, int):
+            return code
+    return None
+
+
 def classify(output: str, status: int | None, hints: tuple[Hint, ...]) -> Failure:
     """Transient (retry with backoff), quota or auth (fail over), or agent error (the task
     fails), judged from the whole (bounded) output: what a CLI prints first matters most.
-    `hints` are the provider's own agent failures, each with its advice."""
+    `status` is the API's HTTP status, else the one of a JSON error in the output. `hints`
+    are the provider's own agent failures, each with its advice."""
     text = _bounded(output)
+    status = status if status is not None else error_status(text)
     reset = RESET_IN.search(text)
     reset_in = None
     if reset:

@@ -8,7 +8,6 @@ Usage, per day: `stats-cache.json` `dailyModelTokens` where it has that day, els
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -17,7 +16,8 @@ from typing import Any
 
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
-from nightshift_tasks.agents.readings import Reading, jsonl_files, local_day, scan_all
+from nightshift_tasks.agents.readings import Reading, fold_days, jsonl_files, scan_all
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "claude"
 TESTED: str | None = "2.1."
@@ -52,11 +52,8 @@ def extra_env(usage_file: str | None) -> dict[str, str]:
 
 def parse_reply(stdout: str, report: str | None) -> Reply:
     """`claude -p --output-format json`: one result object."""
-    try:
-        doc = json.loads(stdout)
-    except json.JSONDecodeError:
-        return Reply(stdout, Usage())
-    if not isinstance(doc, dict):
+    doc = base.json_object(stdout)
+    if doc is None:
         return Reply(stdout, Usage())
     u = doc.get("usage") or {}
     usage = Usage(input_tokens=count(u, "input_tokens"), output_tokens=count(u, "output_tokens"),
@@ -89,36 +86,21 @@ def login_state(settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | 
                     "ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN (`claude setup-token`)")
 
 
-def _lines(lines: list[bytes], summary: dict[str, Any]) -> None:
+def _message(event: dict[str, Any]) -> tuple[str | None, int]:
     """Claude Code writes one line per content block, each repeating its message's usage:
-    count a message once (its lines are consecutive, so the last id seen is enough)."""
-    days: dict[str, int] = summary["days"]
-    bad = 0
-    for line in lines:
-        if b'"assistant"' not in line or b'"usage"' not in line:
-            continue
-        try:
-            event = json.loads(line)
-            message = event["message"]
-            usage = message["usage"]
-            day = local_day(event["timestamp"])
-            tokens = (int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
-                      + int(usage.get("cache_creation_input_tokens", 0)))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
-            bad += 1
-            continue
-        if day is None or event.get("type") != "assistant":
-            bad += day is None
-            continue
-        key = f"{message.get('id')}:{event.get('requestId')}"
-        if message.get("id") and key == summary.get("last"):
-            continue
-        summary["last"] = key
-        days[day] = days.get(day, 0) + tokens
-    summary["bad"] += bad
+    the message and its request are the key, so a message counts once."""
+    message = event["message"]
+    usage = message["usage"]
+    tokens = (int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+              + int(usage.get("cache_creation_input_tokens", 0)))
+    return (f"{message['id']}:{event.get('requestId')}" if message.get("id") else None), tokens
 
 
-def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
+def _lines(lines: list[bytes], summary: dict[str, Any]) -> None:
+    fold_days(lines, summary, "assistant", (b'"assistant"', b'"usage"'), _message)
+
+
+def read_history(conn: Conn, data_path: Path) -> Reading:
     """Per day, `stats-cache.json` where it has that day, else the projects' JSONL.
 
     Claude Code rewrites the stats cache only now and then, so it often lacks today (and
@@ -148,5 +130,5 @@ def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_history(conn, Path(settings["data_path"]))

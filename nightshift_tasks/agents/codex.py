@@ -2,7 +2,8 @@
 read from its own session files under providers.codex.data_path.
 
 Usage: `sessions/YYYY/MM/DD/*.jsonl` `token_count` events; per session last - first of
-`total_token_usage`, billable = (input - cached) + output + reasoning; the newest
+`total_token_usage`, billable = (input - cached) + output (the Responses API's output already
+holds the reasoning tokens, which are shown apart); the newest
 `rate_limits`, which the budget prefers to its own arithmetic.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -20,6 +20,7 @@ from typing import Any
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count
 from nightshift_tasks.agents.readings import Reading, jsonl_files, scan_all
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "codex"
 TESTED: str | None = "0.171."
@@ -78,7 +79,7 @@ def parse_reply(stdout: str, report: str | None) -> Reply:
                   cache_write_tokens=fields["cache_write_input_tokens"],
                   reasoning_tokens=fields["reasoning_output_tokens"],
                   tokens=max(0, fields["input_tokens"] - fields["cached_input_tokens"])
-                  + fields["output_tokens"] + fields["reasoning_output_tokens"])
+                  + fields["output_tokens"])
     return Reply(texts[-1] if texts else "", usage, error)
 
 
@@ -126,11 +127,10 @@ def billable(summary: dict[str, Any]) -> int:
     delta = {k: last[k] - first[k] for k in FIELDS}
     if summary["events"] == 1 or min(delta.values()) < 0:  # one event, or counters went down
         delta = last
-    return int(max(0, delta["input_tokens"] - delta["cached_input_tokens"]) + delta["output_tokens"]
-               + delta["reasoning_output_tokens"])
+    return int(max(0, delta["input_tokens"] - delta["cached_input_tokens"]) + delta["output_tokens"])
 
 
-def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
+def read_history(conn: Conn, data_path: Path) -> Reading:
     reading = Reading(source="sessions/*.jsonl")
     files = scan_all(conn, jsonl_files(data_path / "sessions"), _lines, lambda: {"bad": 0}, reading)
     newest = 0.0
@@ -147,5 +147,5 @@ def read_history(conn: sqlite3.Connection, data_path: Path) -> Reading:
     return reading
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_history(conn, Path(settings["data_path"]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -25,6 +24,7 @@ from nightshift_tasks.agents.base import (
     fits_argv,
 )
 from nightshift_tasks.agents.readings import Reading, read_ledger
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = None  # argv[0] of the config
 TESTED: str | None = None  # a generic command has no version to check
@@ -93,5 +93,5 @@ def login_state(settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | 
     return None
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_ledger(conn, "command", at)

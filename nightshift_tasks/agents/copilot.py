@@ -8,7 +8,6 @@ month's premium requests.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
@@ -20,6 +19,7 @@ import yaml
 from nightshift_tasks.agents import base
 from nightshift_tasks.agents.base import Invocation, Login, Reply, Usage, count, fits_argv
 from nightshift_tasks.agents.readings import Reading, read_ledger
+from nightshift_tasks.db import Conn
 
 BINARY: str | None = "copilot"
 TESTED: str | None = "1.0."
@@ -134,5 +134,5 @@ def login_state(settings: Mapping[str, Any], env: Mapping[str, str]) -> Login | 
                     "~/.copilot/config.json, no gh login; run `copilot login`")
 
 
-def read_usage(conn: sqlite3.Connection, settings: Mapping[str, Any], at: datetime) -> Reading:
+def read_usage(conn: Conn, settings: Mapping[str, Any], at: datetime) -> Reading:
     return read_ledger(conn, "copilot", at)

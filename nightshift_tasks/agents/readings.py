@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from nightshift_tasks import state
-from nightshift_tasks.process import alive
+from nightshift_tasks import fleet, state
+from nightshift_tasks.db import Conn
 
 
 @dataclass
@@ -53,7 +52,7 @@ def local_day(timestamp: str) -> str | None:
 Parse = Callable[[list[bytes], dict[str, Any]], None]
 
 
-def _scan(conn: sqlite3.Connection, path: Path, parse: Parse,
+def _scan(conn: Conn, path: Path, parse: Parse,
           fresh: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Bring one file's cached summary up to date, parsing only bytes not seen before.
 
@@ -62,8 +61,8 @@ def _scan(conn: sqlite3.Connection, path: Path, parse: Parse,
     final line without one is folded into a copy only (see `_with_tail`).
     """
     st = path.stat()
-    row = conn.execute("SELECT size, mtime_ns, inode, offset, summary FROM usage_files WHERE path = ?",
-                       (str(path),)).fetchone()
+    row = conn.execute('SELECT size, mtime_ns, inode, "offset", summary FROM usage_files '
+                       "WHERE path = ?", (str(path),)).fetchone()
     unchanged = row is not None and (row["size"], row["mtime_ns"], row["inode"]) == (
         st.st_size, st.st_mtime_ns, st.st_ino)
     grown = row is not None and row["inode"] == st.st_ino and st.st_size >= row["offset"]
@@ -79,10 +78,12 @@ def _scan(conn: sqlite3.Connection, path: Path, parse: Parse,
         if end:
             parse(data[:end].split(b"\n"), summary)
         with state.write(conn):
-            conn.execute("INSERT OR REPLACE INTO usage_files (path, size, mtime_ns, inode, offset, "
-                         "summary) VALUES (?, ?, ?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns,
-                                                                 st.st_ino, offset + end,
-                                                                 json.dumps(summary)))
+            conn.execute('INSERT INTO usage_files (path, size, mtime_ns, inode, "offset", summary) '
+                         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = "
+                         'excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode, '
+                         '"offset" = excluded."offset", summary = excluded.summary',
+                         (str(path), st.st_size, st.st_mtime_ns, st.st_ino, offset + end,
+                          json.dumps(summary)))
     return _with_tail(summary, data[end:], parse)
 
 
@@ -100,6 +101,34 @@ def _with_tail(summary: dict[str, Any], tail: bytes, parse: Parse) -> dict[str, 
     return with_tail if with_tail["bad"] == summary["bad"] else summary
 
 
+def fold_days(lines: list[bytes], summary: dict[str, Any], kind: str, needles: tuple[bytes, ...],
+              read: Callable[[dict[str, Any]], tuple[str | None, int]]) -> None:
+    """Fold the JSONL lines of type `kind` (those holding all `needles`) into summary["days"],
+    tokens per local day of their `timestamp`. `read(event)` gives a line's message key and
+    tokens, or raises on a bad line; consecutive lines with one key are one message, counted
+    once."""
+    days: dict[str, int] = summary["days"]
+    bad = 0
+    for line in lines:
+        if not all(needle in line for needle in needles):
+            continue
+        try:
+            event = json.loads(line)
+            day = local_day(event["timestamp"])
+            key, tokens = read(event)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
+            bad += 1
+            continue
+        if day is None or event.get("type") != kind:
+            bad += day is None
+            continue
+        if key and key == summary.get("last"):
+            continue
+        summary["last"] = key
+        days[day] = days.get(day, 0) + tokens
+    summary["bad"] += bad
+
+
 def jsonl_files(root: Path) -> list[Path]:
     found = []
     for directory, _, files in os.walk(root):
@@ -107,7 +136,7 @@ def jsonl_files(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def scan_all(conn: sqlite3.Connection, files: list[Path], parse: Parse,
+def scan_all(conn: Conn, files: list[Path], parse: Parse,
              fresh: Callable[[], dict[str, Any]], reading: Reading) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in files:
@@ -124,7 +153,7 @@ def scan_all(conn: sqlite3.Connection, files: list[Path], parse: Parse,
 # ---- our own ledger -------------------------------------------------------------------------
 
 
-def read_ledger(conn: sqlite3.Connection, provider: str, at: datetime) -> Reading:
+def read_ledger(conn: Conn, provider: str, at: datetime) -> Reading:
     """Measured usage of our own calls, per local day; copilot also counts this month's
     premium requests (UTC month, as Copilot bills)."""
     reading = Reading(source="nightshift ledger")
@@ -135,18 +164,19 @@ def read_ledger(conn: sqlite3.Connection, provider: str, at: datetime) -> Readin
         reading.by_day[day] = reading.by_day.get(day, 0) + kept
     month = at.strftime("%Y-%m")
     reading.requests_this_month = int(conn.execute(
-        "SELECT COALESCE(SUM(MAX(requests, 1)), 0) FROM calls WHERE provider = ? AND "
-        "substr(started_at, 1, 7) = ?", (provider, month)).fetchone()[0])
+        "SELECT COALESCE(SUM(CASE WHEN requests > 1 THEN requests ELSE 1 END), 0) FROM calls "
+        "WHERE provider = ? AND substr(started_at, 1, 7) = ?", (provider, month)).fetchone()[0])
     return reading
 
 
-def _kept_reservations(conn: sqlite3.Connection, provider: str) -> list[tuple[str, int]]:
+def _kept_reservations(conn: Conn, provider: str) -> list[tuple[str, int]]:
     """(day, tokens) a finished task's reservation holds beyond what was measured, when one
     of its calls' usage is unknown: such usage counts at the estimate, not as zero."""
     rows = conn.execute(
         "SELECT substr(r.created_at, 1, 10) AS day, r.estimate - SUM(c.tokens) AS kept, r.open, "
-        "r.pid FROM reservations r JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = "
-        "r.provider WHERE r.provider = ? GROUP BY r.attempt_id HAVING MIN(c.usage_known) = 0",
+        "r.host, r.pid FROM reservations r JOIN calls c ON c.attempt_id = r.attempt_id AND c.provider = "
+        "r.provider WHERE r.provider = ? GROUP BY r.attempt_id, r.provider HAVING MIN(c.usage_known) = 0",
         (provider,))
+    holds = fleet.liveness(conn)
     return [(row["day"], int(row["kept"])) for row in rows
-            if row["kept"] > 0 and not (row["open"] and alive(row["pid"]))]
+            if row["kept"] > 0 and not (row["open"] and holds(row["host"], row["pid"]))]

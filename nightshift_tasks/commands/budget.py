@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from nightshift_tasks import agents, budget, guard, state, storage
+from nightshift_tasks import agents, budget, db, guard, state, storage
 from nightshift_tasks.config import Config, ConfigError, open_config, split_variables
 from nightshift_tasks.plan import provider_readings
 
@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 
 def budget_rows(config: Config, provider: str | None) -> list[dict[str, object]]:
-    conn = guard.connection(str(config.state_db()), config.db_lock_wait())
+    conn = guard.connection(config.state_location(), config.db_lock_wait())
     at = state.now()
     rows = []
     for name, reading in provider_readings(config, conn, at).items():
@@ -46,7 +46,26 @@ def show_budget(config: Config, provider: str | None, as_json: bool) -> int:
     print(tabulate(table, headers=["provider", "weekly", "from", "used today", "used this week",
                                    "read from", "allowance", "reserved"]))
     print("\n" + "\n".join(f"{r['provider']}: {r['equation']}" for r in rows))
+    by_host = fleet_spend(config)
+    if by_host:
+        print("\nfleet today (the ledger; the allowance above holds for all machines together):")
+        print(tabulate(by_host, headers=["host", "provider", "used today", "reserved"]))
     return 0
+
+
+def fleet_spend(config: Config) -> list[list[object]]:
+    """On a fleet's ledger: per machine and provider, today's measured spend and what its
+    running tasks hold reserved. Nothing on one machine's SQLite."""
+    conn = guard.connection(config.state_location(), config.db_lock_wait())
+    if not db.on_server(conn):
+        return []
+    today = state.now().date().isoformat()
+    return [[r["host"] or "-", r["provider"], f"{r['used']:,}", f"{r['reserved']:,}"]
+            for r in conn.execute(
+                "SELECT a.host, c.provider, SUM(c.tokens) AS used, 0 AS reserved FROM calls c "
+                "JOIN attempts a ON a.id = c.attempt_id WHERE substr(c.started_at, 1, 10) = ? "
+                "GROUP BY a.host, c.provider UNION ALL SELECT host, provider, 0, SUM(estimate) "
+                "FROM reservations WHERE open = 1 GROUP BY host, provider ORDER BY 1, 2", (today,))]
 
 
 def main(argv: list[str]) -> int:
@@ -61,5 +80,5 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return EXIT_USAGE
-    with storage.or_exit(config.state_db()):
+    with storage.or_exit(config.state_location()):
         return show_budget(config, opts.provider, opts.json)

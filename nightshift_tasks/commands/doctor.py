@@ -36,15 +36,15 @@ def _version(prog: str) -> str:
 def doctor_checks(config: Config) -> list[tuple[str, str, str]]:
     """(level, check, detail) for each thing the next unattended run depends on."""
     found: list[tuple[str, str, str]] = [("OK", "config", str(config.path))]
-    db = config.state_db()
+    db, shown = config.state_location(), storage.shown(config.state_location())
     try:
         conn = state.connect(db, check=True)
         version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
-        found.append(("OK", "state db", f"{db} (schema {version})"))
+        found.append(("OK", "state db", f"{shown} (schema {version})"))
     except Exception as exc:
-        found.append(("FAIL", "state db", f"{db}: {exc}"))
+        found.append(("FAIL", "state db", f"{shown}: {exc}"))
     found += [("WARN", "corrupt state db", f"{old} was moved aside; salvage rows with `sqlite3 {old} "
-               ".recover`, then delete it") for old in storage.quarantined(db)]
+               ".recover`, then delete it") for old in storage.quarantined(config.state_db())]
     home = nightshift_home()
     if home.is_dir() and home.stat().st_mode & 0o077:
         found.append(("WARN", "home permissions", f"{home} is readable by others; chmod 700 {home}"))

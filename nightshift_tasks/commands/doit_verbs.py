@@ -89,7 +89,7 @@ class Clean(cmd_clean.Clean):  # type: ignore[misc]
             why = f"it is stuck ({stuck}); the next run stops it" if stuck else "it is working"
             print(f"nightshift: a run holds {lock} ({runlock.holder(lock)}): {why}; nothing removed")
             return EXIT_BUSY
-        repos = [p.path for p in engine.plan.projects if Path(p.path).is_dir()]
+        repos = [p.mirror or p.path for p in engine.plan.projects if Path(p.mirror or p.path).is_dir()]
         removed = self.leftovers(home, repos, lock, engine, dryrun)
         verb = "would remove" if dryrun else "removed"
         for line in removed:
