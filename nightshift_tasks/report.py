@@ -70,7 +70,8 @@ def markdown(record: dict[str, Any], level: int = 1) -> str:
         lines += ["", f"{head}# {title}", ""]
         for t in chosen:
             what = f"{t['project']}: {t['task_type']}" if t["task_type"] else t["project"]
-            extra = [f"{t['tokens_used']:,} tokens via {t['provider']}" if t["provider"] else "",
+            extra = [f"on {t['host']}" if t.get("host") else "",
+                     f"{t['tokens_used']:,} tokens via {t['provider']}" if t["provider"] else "",
                      format_duration(t["duration_s"]) if t["duration_s"] else "",
                      f"result: {t['output_ref']}" if t["output_ref"] else "",
                      f"reason: {t['reason']}" if t["reason"] else ""]

@@ -73,4 +73,4 @@ def test_budget_provider_shows_that_provider_alone(spent: Env) -> None:
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines()[-1] == (
         "nightshift-tasks budget: error: argument --provider: invalid choice: 'nope' (choose from "
-        "'claude', 'codex', 'copilot', 'command')")
+        "'claude', 'codex', 'copilot', 'gemini', 'opencode', 'command')")

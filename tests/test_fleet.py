@@ -72,6 +72,15 @@ def test_three_machines_share_thirty_projects(env: Env, pg_url: str,
     fleet_rows = {line.split()[0]: line.split()[1:] for line in lines
                   if line.split()[:1] and line.split()[0] in hosts}
     assert {h: int(v[1]) for h, v in fleet_rows.items() if len(v) == 6} == dict(hosts)
+    # ...and any machine's `report --fleet` every machine's tasks of the day, each with its host.
+    shown = machines[1].command("report", "--fleet")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    text = shown.stdout.splitlines()
+    assert text[0] == f"# Nightshift fleet day {rows[0]['started_at'][:10]}"
+    assert text[2] == f"- Host: {', '.join(sorted(hosts))}"
+    done = [line for line in text if line.startswith("- file://")]
+    assert len(done) == PROJECTS * len(TASKS)
+    assert Counter(line.split(" — ")[1] for line in done) == {f"on {h}": n for h, n in hosts.items()}
 
 
 def test_a_killed_machine_s_chains_finish_on_the_others(env: Env, pg_url: str) -> None:

@@ -141,5 +141,7 @@ def test_what_an_agent_leaves_behind_gets_term_then_kill_after_five_seconds(tmp_
     ended = time.monotonic()
     assert (result.exit_code, result.timed_out) == (0, False)
     (term_at,) = [float(line) for line in termed.read_text().splitlines()]
-    assert ended - term_at >= GRACE_SECONDS
+    # term_at is when the grandchild's handler ran, a moment after the TERM was sent: allow
+    # that moment, not a shorter grace (a 1 s grace fails by 4 s).
+    assert ended - term_at >= GRACE_SECONDS - 0.5
     assert _gone(int(pidfile.read_text()))

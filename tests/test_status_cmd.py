@@ -48,3 +48,26 @@ def test_doctor_fails_without_a_usable_provider_or_config(env: Env) -> None:
     env.config.write_text("bogus: 1\n")
     broken = command(env, "doctor", f"config={env.config}")
     assert broken.returncode == 1 and "[FAIL] config" in broken.stdout
+
+
+def test_report_fleet_reads_the_day_from_the_ledger(env: Env) -> None:
+    """On one machine (SQLite) too: every task of the day, each with the host that ran it."""
+    alpha, _ = env.projects(["alpha", "beta"])
+    (alpha / ".agent-fail-lint-fix").write_text("")
+    config = f"config={env.config}"
+    assert command(env, "report", "--fleet", config).stdout == f"no machine ran a task on {date.today()}\n"
+    assert env.doit("run", "-n", "2", NIGHTSHIFT_HOST_ID="night-1").returncode == 1
+    shown = command(env, "report", "--fleet", config)
+    assert (shown.returncode, shown.stderr) == (0, "")
+    text = shown.stdout
+    assert text.startswith(f"# Nightshift fleet day {date.today()}\n\n- Host: night-1\n")
+    assert f"## Failed\n\n- {alpha}: lint-fix — on night-1 — " in text
+    assert f"## Completed\n\n- {env.tmp / 'repos' / 'beta'}: lint-fix — on night-1 — " in text
+
+
+def test_report_fleet_with_a_bad_config_says_so(env: Env) -> None:
+    env.config.write_text("projects: 3\n")
+    shown = command(env, "report", "--fleet", f"config={env.config}")
+    assert shown.returncode == 2 and shown.stdout == ""
+    assert shown.stderr == (f"config error: {env.config}: line 1, column 1: projects: is an "
+                            "integer; expected array\n")
