@@ -4,7 +4,6 @@ no task completed twice."""
 
 from __future__ import annotations
 
-import random
 import signal
 import sqlite3
 import subprocess
@@ -61,10 +60,24 @@ def agents_alive(env: Env) -> list[int]:
     return found
 
 
+def gate(env: Env) -> Path:
+    """The directory through which the test holds and releases the fake agent's calls."""
+    path = env.tmp / "gate"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def waiting(gate_dir: Path, task: str, phase: str) -> int:
+    """How many agent calls of this task and phase wait at the gate."""
+    return len(list(gate_dir.glob(f"waiting.*.{task}.{phase}")))
+
+
 def test_two_overlapping_runs_one_does_the_work(env: Env) -> None:
     env.projects(["alpha", "beta"])
-    first = start_run(env, "-n", "2", AGENT_SLEEP="1")
-    assert wait_until(lambda: running(env))
+    held = gate(env)
+    first = start_run(env, "-n", "2", AGENT_GATE=str(held))
+    # Both workers' agents wait at the gate: the first run surely holds the lock meanwhile.
+    assert wait_until(lambda: waiting(held, "lint-fix", "plan") == 2)
     second = env.doit("run", "-n", "2")
     assert second.returncode == 0
     assert second.stdout.startswith("nightshift: another run (pid ")
@@ -72,23 +85,35 @@ def test_two_overlapping_runs_one_does_the_work(env: Env) -> None:
     assert "project" not in second.stdout  # no summary: it did nothing
     listed = env.doit("list")
     assert listed.returncode == 0 and "alpha" in listed.stdout
+    (held / "open").touch()
     out, _ = first.communicate(timeout=60)
     assert first.returncode == 0, out
     assert len(env.calls()) == 6  # each project's task ran once, by the first run
 
 
-def test_random_kill_9_then_reruns_lose_nothing_and_repeat_nothing(env: Env) -> None:
+# Where each kill -9 lands: after opening these gates, when two calls wait at this one. Both
+# workers are then busy, one project each; earlier kills left their tasks interrupted.
+KILL_POINTS = [((), ("lint-fix", "plan")),  # nothing finished yet
+               (("open.lint-fix",), ("docs-backfill", "plan")),  # lint-fix completed
+               (("open.docs-backfill.plan",), ("docs-backfill", "implement"))]  # mid-task
+
+
+def test_kill_9_at_known_points_then_reruns_lose_nothing_and_repeat_nothing(env: Env) -> None:
     env.projects(["alpha", "beta", "gamma"], schedule={"max_tasks": 2})
-    rng = random.Random(7)
-    for _ in range(3):
-        run = start_run(env, "-n", "2", AGENT_SLEEP="0.3")
-        wait_until(lambda: running(env))
-        time.sleep(rng.uniform(0, 1.2))  # a random kill point, not a synchronisation
+    held = gate(env)
+    for opened, (task, phase) in KILL_POINTS:
+        for name in opened:
+            (held / name).touch()
+        run = start_run(env, "-n", "2", AGENT_GATE=str(held))
+        assert wait_until(lambda: waiting(held, task, phase) == 2), (opened, task, phase)  # noqa: B023
+        assert running(env)
         run.send_signal(signal.SIGKILL)
         run.wait()
         # Workers die with their parent, take their agents down and release the run lock.
         assert wait_until(lambda: lock_free(env)), "workers outlived their parent"
         assert not agents_alive(env)
+        for left in held.glob("waiting.*"):
+            left.unlink()
     final = env.doit("run", "-n", "2")
     assert final.returncode == 0, final.stdout + final.stderr
     conn = sqlite3.connect(env.home / "state.db")
