@@ -4,6 +4,7 @@ no task completed twice."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from nightshift_tasks import runlock, state
+from nightshift_tasks.process import alive
 from nightshift_tasks.recovery import recover_orphans
 from tests.conftest import DODO, Env
 
@@ -145,3 +147,33 @@ def test_recover_orphans_stops_a_surviving_agent_group(tmp_path: Path) -> None:
     assert agent.wait(timeout=10) == -signal.SIGTERM
     assert conn.execute("SELECT status FROM attempts").fetchone()[0] == "interrupted"
     assert recover_orphans(conn) == []
+
+
+def test_recover_orphans_leaves_a_live_worker_and_needs_no_agent_group(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    chain = state.open_chain(conn, "/p", "2026-11-28", ["lint-fix", "docs-backfill"], "command", "r")
+    state.start_attempt(conn, chain, "r", "/p", "lint-fix", "command", os.getpid(), "log")  # alive
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state.start_attempt(conn, chain, "r", "/p", "docs-backfill", "command", dead.pid, "log")  # no agent yet
+    assert recover_orphans(conn) == ["/p:docs-backfill was left running by a crashed run; marked "
+                                     "interrupted, it runs again"]
+    assert dict(conn.execute("SELECT task, status FROM attempts").fetchall()) == {
+        "lint-fix": "running", "docs-backfill": "interrupted"}
+
+
+def test_recover_orphans_stops_an_agent_group_whose_leader_already_exited(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    chain = state.open_chain(conn, "/p", "2026-11-28", ["lint-fix"], "command", "r")
+    attempt = state.start_attempt(conn, chain, "r", "/p", "lint-fix", "command", 1, "log")
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!"], start_new_session=True,
+                              stdout=subprocess.PIPE, text=True)
+    assert leader.stdout is not None
+    member = int(leader.stdout.readline())
+    leader.wait()  # only the group's `sleep` is left
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    conn.execute("UPDATE attempts SET pid = ?, agent_pgid = ? WHERE id = ?", (dead.pid, leader.pid, attempt))
+    assert alive(member) and alive(leader.pid, group=True)
+    assert len(recover_orphans(conn)) == 1
+    assert not alive(leader.pid, group=True)  # stop_pgid waited until the group was gone
