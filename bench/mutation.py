@@ -43,7 +43,11 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/test_graph.py::test_a_failure_does_not_stop_its_chain_or_other_projects"]),
     "runlock": ("nightshift_tasks/runlock.py", ["tests/test_recovery.py", "tests/test_doit_verbs.py"]),
     "leases": ("nightshift_tasks/leases.py", ["tests/test_leases.py", "tests/test_publish_lease.py"]),
-    "select": ("nightshift_tasks/select.py", ["tests/test_select.py", "tests/test_plan.py"]),
+    "select": ("nightshift_tasks/select.py", [
+        "tests/test_select.py", "tests/test_plan.py::test_priority_orders_projects",
+        "tests/test_plan.py::test_max_projects_counts_only_projects_with_tasks",
+        "tests/test_plan.py::test_info_explains_every_pick_and_skip",
+        "tests/test_plan.py::test_random_task_and_ignore_budget"]),
     "recovery": ("nightshift_tasks/recovery.py", ["tests/test_recovery.py"]),
     "budget": ("nightshift_tasks/budget.py", ["tests/test_budget.py", "tests/test_plan.py"]),
     "plan": ("nightshift_tasks/plan.py", ["tests/test_plan.py", "tests/test_days.py",
@@ -76,11 +80,12 @@ class Tally:
     incompetent: int = 0
     seconds: float = 0.0
     survivors: list[str] = field(default_factory=list)
+    untested: bool = False  # its tests failed unmutated, so no mutant was tried
 
     @property
     def score(self) -> float:
         tested = self.killed + self.survived + self.timeout
-        return 100.0 * (self.killed + self.timeout) / tested if tested else 0.0
+        return 100.0 * (self.killed + self.timeout) / tested if tested else float("nan")
 
 
 def copy_tree(dest: Path) -> Path:
@@ -122,7 +127,7 @@ def run_module(name: str, work: Path, excluded: list[str]) -> Tally:
     repo = copy_tree(work / name)
     took = baseline(repo, tests)
     if took is None:
-        return Tally(name, incompetent=-1)
+        return Tally(name, untested=True)
     timeout = max(3 * took, took + 30)
     config = repo / "mutation.toml"
     config.write_text(
@@ -174,10 +179,13 @@ def tally_session(name: str, dump: str) -> Tally:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="*", choices=[[], *MODULES], metavar="MODULE")
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"one of: {', '.join(MODULES)}")
     parser.add_argument("--operators-excluded", nargs="*", default=DEFAULT_EXCLUDED, metavar="REGEX")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the copies and sessions")
     args = parser.parse_args()
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}; known: {', '.join(MODULES)}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="mutation-"))
     work.mkdir(parents=True, exist_ok=True)
     tallies = []
@@ -194,7 +202,8 @@ def main() -> int:
 
 def report(tallies: list[Tally], survivors: bool) -> None:
     print(tabulate([(t.module, t.mutants, t.killed, t.survived, t.timeout, t.incompetent,
-                     f"{t.score:.1f}%", f"{t.seconds / 60:.1f}") for t in tallies],
+                     "tests fail unmutated" if t.untested else f"{t.score:.1f}%", f"{t.seconds / 60:.1f}")
+                    for t in tallies],
                    headers=["module", "mutants", "killed", "survived", "timeout", "incompetent",
                             "score", "minutes"]), flush=True)
     if survivors:
