@@ -4,7 +4,15 @@ import random
 from datetime import datetime, timedelta
 
 from nightshift_tasks.catalog import build_catalog
-from nightshift_tasks.select import Decision, Signals, TaskRules, none_picked_reason, select_tasks, staleness
+from nightshift_tasks.select import (
+    Decision,
+    Signals,
+    TaskRules,
+    cooldown_left,
+    none_picked_reason,
+    select_tasks,
+    staleness,
+)
 
 NOW = datetime(2026, 11, 28, 3, 0).astimezone()
 CATALOG = build_catalog([])
@@ -106,3 +114,20 @@ def test_nothing_enabled() -> None:
     decisions = select_tasks(CATALOG, rules(disabled=[t.slug for t in CATALOG]), Signals(), NOW)
     assert picked(decisions) == []
     assert none_picked_reason(decisions) == "no task can run: every task is disabled"
+
+
+def test_a_task_whose_estimate_equals_the_allowance_fits() -> None:
+    r = rules(enabled=["dead-code"])
+    assert picked(select_tasks(CATALOG, r, Signals(allowance=150_000, provider="claude"), NOW)) == [
+        "dead-code"]  # the medium tier's maximum, exactly
+    learned = Signals(allowance=59_999, provider="claude", estimates={"dead-code": (60_000, 4)})
+    assert by_slug(select_tasks(CATALOG, r, learned, NOW))["dead-code"].reason == (
+        "over budget: needs ~60,000 tokens (80th percentile of 4 measured run(s)), allowance 59,999 (claude)")
+
+
+def test_cooldown_left_is_zero_once_ready() -> None:
+    lint = next(t for t in CATALOG if t.slug == "lint-fix")  # a 24h interval
+    assert cooldown_left(lint, rules(), None, NOW) == 0.0
+    assert cooldown_left(lint, rules(), NOW - timedelta(days=2), NOW) == 0.0
+    assert cooldown_left(lint, rules(), NOW - timedelta(hours=23), NOW) == 3600.0
+    assert by_slug(select_tasks(CATALOG, rules(), Signals(), NOW))["lint-fix"].ready_in == 0.0
