@@ -42,6 +42,9 @@ def test_staleness() -> None:
 def test_ties_break_by_catalogue_order() -> None:
     assert picked(select_tasks(CATALOG, rules(max_tasks=3), Signals(), NOW)) == [
         "lint-fix", "bug-finder", "auto-dry"]
+    ranked = by_slug(select_tasks(CATALOG, rules(max_tasks=1), Signals(), NOW))
+    assert (ranked["bug-finder"].reason, ranked["bug-finder"].kind) == (
+        "ranked 2; schedule.max_tasks is 1", "rank")
 
 
 def test_priorities_and_disabled_and_enabled() -> None:
