@@ -36,6 +36,7 @@ def by_slug(decisions: list[Decision]) -> dict[str, Decision]:
 def test_staleness() -> None:
     assert staleness(None, NOW) == 3.0
     assert staleness(NOW - timedelta(hours=47), NOW) == 0.1
+    assert staleness(NOW - timedelta(days=2), NOW) == 0.2  # whole days, counted at the boundary
     assert staleness(NOW - timedelta(days=90), NOW) == 3.0
 
 
@@ -71,6 +72,7 @@ def test_cooldown_and_override_and_assignment() -> None:
     ready = NOW + timedelta(hours=19)
     assert by_slug(decisions)["lint-fix"].reason == f"cooldown: ready at {ready:%Y-%m-%d %H:%M} (in 19h00m)"
     assert by_slug(decisions)["dead-code"].reason == "assigned to a run in progress"
+    assert by_slug(decisions)["dead-code"].ready_in == 0.0  # only a cooldown has a wait
     assert none_picked_reason([d for d in decisions if not d.picked]) == (
         "no task can run: 1 task(s) on cooldown (next ready: lint-fix in 19h00m); "
         "1 assigned to a run in progress")
@@ -134,3 +136,17 @@ def test_cooldown_left_is_zero_once_ready() -> None:
     assert cooldown_left(lint, rules(), NOW - timedelta(days=2), NOW) == 0.0
     assert cooldown_left(lint, rules(), NOW - timedelta(hours=23), NOW) == 3600.0
     assert by_slug(select_tasks(CATALOG, rules(), Signals(), NOW))["lint-fix"].ready_in == 0.0
+
+
+def test_a_cooldown_counts_to_the_second_and_the_soonest_is_named() -> None:
+    r = rules(enabled=["lint-fix", "docs-backfill"], intervals={"lint-fix": "1s", "docs-backfill": "1h"},
+              max_tasks=2)
+    last = {"lint-fix": NOW - timedelta(milliseconds=500), "docs-backfill": NOW - timedelta(minutes=30)}
+    decisions = select_tasks(CATALOG, r, Signals(last), NOW)
+    assert (by_slug(decisions)["lint-fix"].kind, by_slug(decisions)["lint-fix"].ready_in) == ("cooldown", 0.5)
+    assert by_slug(decisions)["docs-backfill"].ready_in == 1800.0
+    assert none_picked_reason([d for d in decisions if not d.picked]) == (
+        "no task can run: 2 task(s) on cooldown (next ready: lint-fix in 500ms)")
+    dropped = by_slug(select_tasks(CATALOG, rules(disabled=["lint-fix"], enabled=["dead-code"]),
+                                   Signals(allowance=1, provider="claude"), NOW))
+    assert (dropped["lint-fix"].ready_in, dropped["dead-code"].ready_in) == (0.0, 0.0)
