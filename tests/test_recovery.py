@@ -177,3 +177,34 @@ def test_recover_orphans_stops_an_agent_group_whose_leader_already_exited(tmp_pa
     assert alive(member) and alive(leader.pid, group=True)
     assert len(recover_orphans(conn)) == 1
     assert not alive(leader.pid, group=True)  # stop_pgid waited until the group was gone
+
+
+HOLDER = """
+import os, sys
+from pathlib import Path
+from nightshift_tasks import runlock
+lock = Path(sys.argv[1])
+print(runlock.held(), runlock.holder_pid(lock))
+print(runlock.acquire(lock, 600))
+print(runlock.held(), runlock.holder_pid(lock) == os.getpid(), runlock.stuck_after(lock),
+      runlock.acquire_probe(lock), flush=True)
+sys.stdin.read()  # holds the lock until the test closes our stdin
+"""
+
+
+def test_the_run_lock_says_who_holds_it_and_for_how_long_it_may_stall(env: Env) -> None:
+    lock = env.home / "run.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env.environ())
+    assert holder.stdin is not None and holder.stdout is not None
+    lines = [holder.stdout.readline() for _ in range(3)]
+    try:
+        assert lines == ["False None\n", "None\n", "True True 600.0 False\n"]
+        assert not lock_free(env)
+        assert runlock.holder(lock).startswith(f"pid {holder.pid}, started ")
+        assert runlock.acquire(lock, 600) == runlock.holder(lock)  # this process is turned away
+        assert not runlock.held()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert lock_free(env)

@@ -150,3 +150,5 @@ def test_a_cooldown_counts_to_the_second_and_the_soonest_is_named() -> None:
     dropped = by_slug(select_tasks(CATALOG, rules(disabled=["lint-fix"], enabled=["dead-code"]),
                                    Signals(allowance=1, provider="claude"), NOW))
     assert (dropped["lint-fix"].ready_in, dropped["dead-code"].ready_in) == (0.0, 0.0)
+    assert none_picked_reason([dropped["dead-code"]]) == (
+        "no task can run: 1 over budget (allowance 1 (claude))")
