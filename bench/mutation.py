@@ -42,7 +42,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/test_graph.py::test_second_run_same_day_skips_and_a_forces",
         "tests/test_graph.py::test_a_failure_does_not_stop_its_chain_or_other_projects"]),
     "runlock": ("nightshift_tasks/runlock.py", ["tests/test_recovery.py", "tests/test_doit_verbs.py"]),
-    "leases": ("nightshift_tasks/leases.py", ["tests/test_leases.py", "tests/test_publish_lease.py"]),
+    "leases": ("nightshift_tasks/leases.py", ["tests/test_leases.py"]),
     "select": ("nightshift_tasks/select.py", [
         "tests/test_select.py", "tests/test_plan.py::test_priority_orders_projects",
         "tests/test_plan.py::test_max_projects_counts_only_projects_with_tasks",
