@@ -37,6 +37,9 @@ def test_staleness() -> None:
     assert staleness(None, NOW) == 3.0
     assert staleness(NOW - timedelta(hours=47), NOW) == 0.1
     assert staleness(NOW - timedelta(days=2), NOW) == 0.2  # whole days, counted at the boundary
+    assert staleness(NOW - timedelta(days=2) + timedelta(seconds=1), NOW) == 0.1
+    assert staleness(NOW - timedelta(hours=5), NOW) == 0.0
+    assert staleness(NOW + timedelta(days=1), NOW) == 0.0  # a clock set back takes nothing off
     assert staleness(NOW - timedelta(days=90), NOW) == 3.0
 
 
