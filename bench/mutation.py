@@ -9,8 +9,10 @@ tests in a subprocess, so the mutant is also what the tests' `doit` subprocesses
 is why an in-process tool that maps tests to functions by tracing calls does not fit.
 
 Prints, per module, killed / survived / timeout / incompetent and the score (killed and
-timed out over all tested mutants), then every survivor with its diff. Too slow for CI:
-minutes per module. Run it niced on a shared machine.
+timed out over all tested mutants), then every survivor with its diff, to be killed by a
+test or shown equivalent (e.g. `int | None` -> `int + None` in an annotation, never evaluated
+under `from __future__ import annotations`). Too slow for CI: minutes to an hour per module.
+Run it niced on a shared machine.
 
 Usage: python bench/mutation.py [MODULE ...] [--operators-excluded REGEX ...] [--keep DIR]
        MODULE is a key of MODULES (e.g. guard); none means all of them.
@@ -67,7 +69,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 DEFAULT_EXCLUDED = [
     r"core/ReplaceBinaryOperator_\w+_(Pow|RShift|LShift|BitOr|BitAnd|BitXor|FloorDiv|Mod|Div|Mul)$",
 ]
-SKIP = {"__pycache__", ".git", ".mypy_cache", ".ruff_cache", ".pytest_cache", "mutation-runs"}
+SKIP = {"__pycache__", ".git", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
 @dataclass
