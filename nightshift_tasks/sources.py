@@ -20,12 +20,12 @@ from nightshift_tasks.context import names_task
 
 CALL_TIMEOUT = 60
 GH_FIELDS = "number,title,body,labels,state"
-CLOSED = {"done", "closed", "completed", "cancelled", "canceled"}
 TD_TEACHING = (
-    "This project tracks work with the `td` CLI. `td list` shows open tasks, `td get <id>` "
-    "one task, `td assign <id>` claims it, `td comment <id> <text>` records progress and "
-    "`td complete <id>` closes it. Claim a task before working on it and comment on what "
-    "you did."
+    "This project tracks work with the `td` CLI. `td list` shows open issues, `td show <id>` "
+    "one issue, `td start <id>` begins work on it, `td log <message>` records progress, "
+    "`td handoff <id> --done <text> --remaining <text>` records where you stopped and "
+    "`td review <id>` submits it for review. Start an issue before working on it and log "
+    "what you did."
 )
 
 
@@ -102,15 +102,16 @@ def github_issues(root: Path, catalog: list[TaskDef]) -> list[SourceItem]:
 
 
 def td_tasks(root: Path, catalog: list[TaskDef]) -> list[SourceItem]:
-    data = _run(["td", "list", "--format", "json"], root)
-    tasks = data.get("tasks", []) if isinstance(data, dict) else data
+    """`td list` shows issues not closed; with --format json, an array of td's Issue
+    objects (`title`, `description`, `status`, `labels`, ...)."""
+    issues = _run(["td", "list", "--format", "json"], root)
     items = []
-    for task in tasks if isinstance(tasks, list) else []:
-        if not isinstance(task, dict) or str(task.get("status", "")).lower() in CLOSED:
+    for issue in issues if isinstance(issues, list) else []:
+        if not isinstance(issue, dict) or issue.get("status") == "closed":
             continue
-        labels = [str(lab) for lab in task.get("labels") or []]
-        text = f"{task.get('subject', '')}\n{task.get('description') or ''}".strip()
-        items.append(SourceItem(f"td task {task.get('id')}", text, _match(catalog, labels, text)))
+        labels = [str(lab) for lab in issue.get("labels") or []]
+        text = f"{issue.get('title', '')}\n{issue.get('description') or ''}".strip()
+        items.append(SourceItem(f"td task {issue.get('id')}", text, _match(catalog, labels, text)))
     return items
 
 

@@ -69,6 +69,11 @@ def require_npm_cli(name: str) -> str:
 #   .agent-reject        every review says "passed": false
 #   .agent-hang          start a grandchild `sleep`, record its pid, and wait forever
 #   .agent-edit          the implement phase appends a line to edited-by-agent.txt
+# and to variables the test sets, for synchronising on events instead of sleeps:
+#   AGENT_HOLD=N         the first N calls wait until N are in flight at once (a barrier:
+#                        proof that N concurrent calls happen; at most 60 s)
+#   AGENT_GATE=DIR       each call creates DIR/waiting.<project>.<task>.<phase>, then waits
+#                        until DIR/open, DIR/open.<task> or DIR/open.<task>.<phase> exists
 FAKE_AGENT = r"""#!/bin/sh
 start=$(date +%s.%N)
 case "$1" in
@@ -91,6 +96,18 @@ if [ -f "$proj/.agent-hang" ]; then
   wait
 fi
 printf '%s' "$1" > "$RECORD.prompt.$task.$phase"
+if [ -n "$AGENT_HOLD" ]; then
+  hold="$RECORD.hold"; mkdir -p "$hold"; : > "$hold/$$"; i=0
+  while [ ! -e "$hold/open" ] && [ $i -lt 6000 ]; do
+    [ "$(ls "$hold" | grep -c '^[0-9]')" -ge "$AGENT_HOLD" ] && : > "$hold/open"
+    sleep 0.01; i=$((i+1))
+  done
+fi
+if [ -n "$AGENT_GATE" ]; then
+  : > "$AGENT_GATE/waiting.$name.$task.$phase"; i=0
+  until [ -e "$AGENT_GATE/open" ] || [ -e "$AGENT_GATE/open.$task" ] || \
+        [ -e "$AGENT_GATE/open.$task.$phase" ] || [ $i -ge 6000 ]; do sleep 0.01; i=$((i+1)); done
+fi
 sleep "${AGENT_SLEEP:-0.2}"
 end=$(date +%s.%N)
 echo "$start $end $name $task $phase $(cat /proc/self/stat | cut -d' ' -f6) $(pwd)" >> "$RECORD"
@@ -243,10 +260,18 @@ def overlap() -> Callable[[list[tuple[float, float]]], int]:
     return max_overlap
 
 
-def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, str]:
-    """A run on a real pseudo-terminal `columns` wide: its exit code and what it showed."""
+def on_terminal(env: Env, columns: int, *args: str, release: str | None = None,
+                **extra: str) -> tuple[int, str]:
+    """A run on a real pseudo-terminal `columns` wide: its exit code and what it showed.
+
+    With `release` (a regex), every agent call waits at a gate until the terminal has shown
+    text matching it: what is in flight then stays in flight until the test has seen it."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    gate = env.tmp / "terminal-gate"
+    if release is not None:
+        gate.mkdir()
+        extra = {**extra, "AGENT_GATE": str(gate)}
     environ = {k: v for k, v in env.environ(**extra).items() if k not in ("COLUMNS", "NO_COLOR")}
     environ.update(extra, TERM="xterm")
     proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
@@ -262,6 +287,9 @@ def on_terminal(env: Env, columns: int, *args: str, **extra: str) -> tuple[int, 
         if not chunk:
             break
         seen += chunk
+        if release is not None and re.search(release, seen.decode(errors="replace")):
+            (gate / "open").touch()
+            release = None
     os.close(leader)
     return proc.wait(timeout=60), seen.decode(errors="replace").replace("\r\n", "\n")
 

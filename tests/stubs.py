@@ -28,7 +28,7 @@ USAGE = {"plan": (1000, 100, 7, 5), "implement": (2000, 200, 11, 3), "review": (
 
 @dataclass
 class Behaviour:
-    """How one API answers: `fail` 429s first (-1: always), then `delay` s, or garbage.
+    """How one API answers: `fail` 429s first (-1: always), then normally or with garbage.
 
     With `hold` N, agent requests are held until N are in flight at once (the first time
     only, at most HOLD_TIMEOUT s): proof that N concurrent agents can happen, so that a cap
@@ -38,7 +38,6 @@ class Behaviour:
 
     fail: int = 0
     status: int = 429
-    delay: float = 0.0
     malformed: bool = False
     hold: int = 0
     gate: threading.Event | None = None
@@ -139,7 +138,6 @@ class ApiStub:
                 request.status = behaviour.status
                 self._error(handler, api, behaviour.status)
                 return
-            time.sleep(behaviour.delay)
             if behaviour.malformed and phase:
                 self._send(handler, 200, "text/event-stream", b"data: {not json\n\n")
                 return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -59,4 +60,11 @@ def test_a_waiting_task_gets_the_slot_when_its_holder_dies(tmp_path: Path) -> No
     holder.kill()
     holder.wait()
     worker.join(10)
-    assert notes[1].startswith("got a claude slot after ") and notes[2] == "inside"
+    waited = re.fullmatch(r"got a claude slot after (\d+\.\d)s", notes[1])
+    assert waited and float(waited[1]) < 10 and notes[2] == "inside"
+
+
+def test_a_lowered_cap_is_not_exceeded_by_slots_taken_under_a_higher_one(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    assert all(leases.try_acquire(conn, "claude", 3, 60) for _ in range(3))
+    assert leases.try_acquire(conn, "claude", 2, 60) is None

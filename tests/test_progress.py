@@ -10,11 +10,14 @@ from tests.conftest import Env, on_terminal
 
 def test_a_terminal_sees_projects_in_flight_with_task_and_phase(env: Env) -> None:
     env.projects(["alpha", "beta"])
-    code, text = on_terminal(env, 200, "-n", "2", AGENT_SLEEP="1.3")
+    # Both plan calls wait until the terminal showed them both in flight. Either project may
+    # be dispatched first, so alpha need not lead the list.
+    both = (r"in flight: [^\r\n]*(alpha|beta) lint-fix plan via command \S+ \| "
+            r"(?!\1)(alpha|beta) lint-fix plan via command ")
+    code, text = on_terminal(env, 200, "-n", "2", release=both)
     assert code == 0
-    # Either project may be dispatched first, so alpha need not lead the list.
+    assert re.search(both, text), text
     assert re.search(r"in flight: [^\r\n]*alpha lint-fix plan via command", text), text
-    assert "beta lint-fix" in text
     assert "\x1b[K" in text
 
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from nightshift_tasks import state
 from tests import test_publish
+from tests.conftest import Env
 from tests.test_publish import World, git
 
 world = test_publish.world  # the same bare-origin fixture
@@ -210,16 +214,41 @@ def results(stdout: str) -> list[str]:
     return stdout.split("\nResults:\n")[1].split("\n\n")[0].splitlines()
 
 
+def skipped(env: Env) -> int:
+    try:
+        conn = sqlite3.connect(env.home / "state.db")
+    except sqlite3.OperationalError:  # its directory is not created yet
+        return 0
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM attempts WHERE status = 'skipped'").fetchone()[0])
+    except sqlite3.OperationalError:  # nor its tables
+        return 0
+    finally:
+        conn.close()
+
+
 def test_parallel_workers_take_pr_slots_one_at_a_time(world: World) -> None:
     projects(world, ["p1", "p2", "p3"], max_prs_per_hour=1)
-    result = world.env.doit("run", "-n", "3", PATH=f"{world.bin}:{os.environ['PATH']}",
-                            GH_STATE=str(world.gh_state), AGENT_SLEEP="1")
+    gate = world.env.tmp / "gate"
+    gate.mkdir()
+    done: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: done.append(world.env.doit(
+        "run", "-n", "3", PATH=f"{world.bin}:{os.environ['PATH']}", GH_STATE=str(world.gh_state),
+        AGENT_GATE=str(gate))))
+    runner.start()
+    # The winner's agent waits at the gate, holding the one slot, until the others gave up.
+    deadline = time.monotonic() + 60
+    while skipped(world.env) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the ledger for the two skips, not a timing guess
+    (gate / "open").touch()
+    runner.join(120)
+    (result,) = done
     out = ok(result)
     assert len(world.prs()) == 1
     created = [line for line in results(out) if "; PR created: " in line]
     assert len(created) == 1
-    # Whether the winner had opened its PR yet or only held its slot, the others see it.
-    assert out.count("lint-fix: skipped: publish.max_prs_per_hour (1) reached: ") == 2
+    assert out.count("lint-fix: skipped: publish.max_prs_per_hour (1) reached: 0 opened in the last "
+                     "hour and 1 being opened") == 2
 
 
 def test_a_slot_released_unused_lets_the_next_task_through(world: World) -> None:

@@ -148,17 +148,30 @@ def test_provider_caps_hold_across_workers(env: Env, stub: ApiStub) -> None:
         (repo / "nightshift.yaml").write_text("providers: {claude: {enabled: false}}\n")
     cli_config(env, stub, ["claude", "codex"], claude={"max_concurrent": 2},
                codex={"max_concurrent": 3})
-    stub.anthropic.delay = stub.openai.delay = 0.4
     stub.anthropic.hold, stub.openai.hold = 2, 3
-    code, out = run(env, stub, "-n", "6")
+    # Claude's calls are also held until a third claude task was seen waiting for a slot.
+    stub.anthropic.gate = threading.Event()
+    done: list[tuple[int, str]] = []
+    runner = threading.Thread(target=lambda: done.append(run(env, stub, "-n", "6")))
+    runner.start()
+    waiting = "waiting for a claude slot (providers.claude.max_concurrent = 2)"
+    deadline = time.monotonic() + 120
+    while waiting not in logs(env) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the logs for the waiting task, not a timing guess
+    stub.anthropic.gate.set()
+    runner.join(300)
+    ((code, out),) = done
     assert code == 0, out
     claude = [(r.start, r.end) for r in stub.requests("anthropic")]
     codex = [(r.start, r.end) for r in stub.requests("openai")]
     assert len(claude) == len(codex) == 12
     assert max_overlap(claude) == 2
     assert max_overlap(codex) == 3
-    logs = "".join(p.read_text() for p in (env.home / "logs").rglob("*.log"))
-    assert "waiting for a claude slot (providers.claude.max_concurrent = 2)" in logs
+    assert waiting in logs(env)
+
+
+def logs(env: Env) -> str:
+    return "".join(p.read_text() for p in (env.home / "logs").rglob("*.log"))
 
 
 # A custom task whose description alone is over Linux's 128 KiB limit on one argument.
@@ -475,6 +488,5 @@ def test_a_task_waits_for_reservations_that_settle_below_their_estimate(env: Env
     assert line.count("waiting for claude budget") == 2
     rows = summary_rows(out)
     assert [rows[p][:5] for p in ("alpha", "beta", "gamma")] == [["claude", "1", "0", "0", "0"]] * 3
-    logs = "".join(p.read_text() for p in (env.home / "logs").rglob("*.log"))
-    assert logs.count("waiting for running tasks to settle their claude reservations: needs "
-                      "~50,000 tokens, 20,000 left of 70,000 while they hold 50,000") == 2
+    assert logs(env).count("waiting for running tasks to settle their claude reservations: needs "
+                           "~50,000 tokens, 20,000 left of 70,000 while they hold 50,000") == 2

@@ -79,7 +79,7 @@ def test_on_a_terminal_the_table_fits_its_width_and_the_live_line_agrees(env: En
     alpha, _ = env.projects(["alpha", "beta"], schedule={"max_tasks": 2})
     (alpha / ".agent-fail-docs-backfill").write_text("")
     extra = {"NO_COLOR": no_color} if no_color else {}
-    code, shown = on_terminal(env, 100, "-n", "2", AGENT_SLEEP="0.4", **extra)
+    code, shown = on_terminal(env, 100, "-n", "2", **extra)
     assert code == 1, shown
     plain = ANSI.sub("", shown)
     lines = table_lines(plain)

@@ -1,0 +1,219 @@
+"""Mutation testing of the core modules: how many small code changes the tests catch.
+
+Runs Cosmic Ray (the `mutation` extra: `pip install -e '.[mutation]'`) on a copy of this
+checkout, one module at a time. Each mutant of a module is tested only by the test files
+that exercise that module (MODULES below), so a module costs (its mutants) x (those tests'
+time), not the whole suite per mutant. Cosmic Ray mutates the file on disk and runs the
+tests in a subprocess, so the mutant is also what the tests' `doit` subprocesses import
+(PYTHONPATH points at the copy): most of the behaviour here is only reached that way, which
+is why an in-process tool that maps tests to functions by tracing calls does not fit.
+
+Prints, per module, killed / survived / timeout / incompetent and the score (killed and
+timed out over all tested mutants), then every survivor with its diff, to be killed by a
+test or shown equivalent (e.g. `int | None` -> `int + None` in an annotation, never evaluated
+under `from __future__ import annotations`). Too slow for CI: minutes to an hour per module.
+Run it niced on a shared machine.
+
+Usage: python bench/mutation.py [MODULE ...] [--operators-excluded REGEX ...] [--keep DIR]
+       MODULE is a key of MODULES (e.g. guard); none means all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Module -> the pytest arguments (files or node ids) whose tests exercise it. Update this
+# when modules split or move: it is the only place that names them.
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "guard": ("nightshift_tasks/guard.py", [
+        "tests/test_guard.py", "tests/test_doit_verbs.py",
+        "tests/test_graph.py::test_second_run_same_day_skips_and_a_forces",
+        "tests/test_graph.py::test_a_failure_does_not_stop_its_chain_or_other_projects"]),
+    "runlock": ("nightshift_tasks/runlock.py", ["tests/test_recovery.py", "tests/test_doit_verbs.py"]),
+    "leases": ("nightshift_tasks/leases.py", ["tests/test_leases.py"]),
+    "select": ("nightshift_tasks/select.py", [
+        "tests/test_select.py", "tests/test_plan.py::test_priority_orders_projects",
+        "tests/test_plan.py::test_max_projects_counts_only_projects_with_tasks",
+        "tests/test_plan.py::test_info_explains_every_pick_and_skip",
+        "tests/test_plan.py::test_random_task_and_ignore_budget"]),
+    "recovery": ("nightshift_tasks/recovery.py", ["tests/test_recovery.py"]),
+    "budget": ("nightshift_tasks/budget.py", ["tests/test_budget.py",
+                                              "tests/test_plan.py::test_random_task_and_ignore_budget"]),
+    "plan": ("nightshift_tasks/plan.py", ["tests/test_plan.py", "tests/test_days.py",
+                                          "tests/test_select.py"]),
+    "process": ("nightshift_tasks/process.py", ["tests/test_process.py", "tests/test_shutdown.py"]),
+    "git": ("nightshift_tasks/git.py", ["tests/test_git_safety.py", "tests/test_repo_files.py",
+                                        "tests/test_publish.py"]),
+    "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_publish_lease.py",
+                                                "tests/test_git_safety.py"]),
+    "execute": ("nightshift_tasks/execute.py", ["tests/test_graph.py", "tests/test_loop.py",
+                                                "tests/test_publish.py", "tests/test_agents.py"]),
+}
+
+# Turning one binary operator into each of the ten others adds near-copies of one mutant
+# (and `|` of sets or `/` of paths into a shift only raises TypeError): only the
+# replacements by `+` and `-` are kept.
+DEFAULT_EXCLUDED = [
+    r"core/ReplaceBinaryOperator_\w+_(Pow|RShift|LShift|BitOr|BitAnd|BitXor|FloorDiv|Mod|Div|Mul)$",
+]
+SKIP = {"__pycache__", ".git", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
+@dataclass
+class Tally:
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    survived: int = 0
+    timeout: int = 0
+    incompetent: int = 0
+    seconds: float = 0.0
+    survivors: list[str] = field(default_factory=list)
+    untested: bool = False  # its tests failed unmutated, so no mutant was tried
+
+    @property
+    def score(self) -> float:
+        tested = self.killed + self.survived + self.timeout
+        return 100.0 * (self.killed + self.timeout) / tested if tested else float("nan")
+
+
+def copy_tree(dest: Path) -> Path:
+    """A copy of the checkout to mutate in place (Cosmic Ray edits the file on disk)."""
+    shutil.copytree(ROOT, dest, symlinks=True, ignore=lambda _d, names: [n for n in names if n in SKIP])
+    return dest
+
+
+def cosmic(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).parent / "cosmic-ray"
+    return subprocess.run([str(tool) if tool.exists() else "cosmic-ray", *args], cwd=repo,
+                          capture_output=True, text=True, env=test_env(repo))
+
+
+def test_env(repo: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSHIFT_")}
+    env["PYTHONPATH"] = str(repo)
+    return env
+
+
+def pytest_command(tests: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", *tests]
+
+
+def baseline(repo: Path, tests: list[str]) -> float | None:
+    """The selected tests on the unmutated copy: they must pass, and their time sets the
+    per-mutant timeout."""
+    start = time.monotonic()
+    result = subprocess.run(pytest_command(tests), cwd=repo, env=test_env(repo),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"mutation: skipped: its tests fail unmutated:\n{result.stdout[-3000:]}", flush=True)
+        return None
+    return time.monotonic() - start
+
+
+def run_module(name: str, work: Path, excluded: list[str]) -> Tally:
+    path, tests = MODULES[name]
+    repo = copy_tree(work / name)
+    took = baseline(repo, tests)
+    if took is None:
+        return Tally(name, untested=True)
+    timeout = max(3 * took, took + 30)
+    config = repo / "mutation.toml"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(path)}\n"
+        f"timeout = {timeout:.0f}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(shlex.join(pytest_command(tests)))}\n"
+        "[cosmic-ray.distributor]\nname = \"local\"\n"
+        "[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = {json.dumps(excluded)}\n")
+    start = time.monotonic()
+    for step in (["init", "mutation.toml", "session.sqlite"], ["exec", "mutation.toml", "session.sqlite"]):
+        result = cosmic(repo, *step)
+        if result.returncode != 0:
+            sys.exit(f"mutation: cosmic-ray {step[0]} failed for {name}:\n{result.stderr[-3000:]}")
+        if step[0] == "init":
+            tool = Path(sys.executable).parent / "cr-filter-operators"
+            subprocess.run([str(tool) if tool.exists() else "cr-filter-operators", "session.sqlite",
+                            "mutation.toml"], cwd=repo, check=True, capture_output=True)
+    tally = tally_session(name, cosmic(repo, "dump", "session.sqlite").stdout)
+    tally.seconds = time.monotonic() - start
+    return tally
+
+
+def tally_session(name: str, dump: str) -> Tally:
+    """Count a session's outcomes from `cosmic-ray dump` (one [work item, result] a line)."""
+    tally = Tally(name)
+    for line in dump.splitlines():
+        item, result = json.loads(line)
+        if result is None or result["worker_outcome"] == "skipped":
+            continue  # filtered out (an excluded operator)
+        tally.mutants += 1
+        if result["worker_outcome"] != "normal":
+            tally.incompetent += 1
+        elif result["test_outcome"] == "survived":
+            tally.survived += 1
+            (mutation,) = item["mutations"]
+            tally.survivors.append(f"{mutation['module_path']}:{mutation['start_pos'][0]} "
+                                   f"{mutation['operator_name']}\n{result['diff']}")
+        elif result["output"] == "timeout":
+            tally.timeout += 1
+        elif result["test_outcome"] == "killed":
+            tally.killed += 1
+        else:
+            tally.incompetent += 1
+    return tally
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"one of: {', '.join(MODULES)}")
+    parser.add_argument("--operators-excluded", nargs="*", default=DEFAULT_EXCLUDED, metavar="REGEX")
+    parser.add_argument("--keep", type=Path, help="work in DIR and keep the copies and sessions")
+    args = parser.parse_args()
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}; known: {', '.join(MODULES)}")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="mutation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    tallies = []
+    try:
+        for name in args.modules or list(MODULES):
+            tallies.append(run_module(name, work, args.operators_excluded))
+            report([tallies[-1]], survivors=False)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report(tallies, survivors=True)
+    return 0
+
+
+def report(tallies: list[Tally], survivors: bool) -> None:
+    print(tabulate([(t.module, t.mutants, t.killed, t.survived, t.timeout, t.incompetent,
+                     "tests fail unmutated" if t.untested else f"{t.score:.1f}%", f"{t.seconds / 60:.1f}")
+                    for t in tallies],
+                   headers=["module", "mutants", "killed", "survived", "timeout", "incompetent",
+                            "score", "minutes"]), flush=True)
+    if survivors:
+        for tally in tallies:
+            for survivor in tally.survivors:
+                print(f"\nsurvived: {survivor}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
