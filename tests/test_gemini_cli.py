@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from nightshift_tasks.agents import base
 from nightshift_tasks.agents.gemini import HOME_ENV, login_state, read_history
 from tests.conftest import Env, max_overlap, require_npm_cli, require_program, summary_rows
 from tests.stubs import USAGE, ApiStub
+from tests.test_real_clis import calls, phase
 
 MODEL = "gemini-test"
 # The user's own settings: API-key auth (without it, a base URL selects the gateway auth
@@ -57,16 +57,6 @@ def run(env: Env, stub: ApiStub, *args: str) -> tuple[int, str]:
     result = env.doit("run", *args, HOME=str(user_home(env)), GOOGLE_GEMINI_BASE_URL=stub.url,
                       GEMINI_API_KEY="test-key")
     return result.returncode, result.stdout + result.stderr
-
-
-def calls(env: Env) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(env.home / "state.db")
-    conn.row_factory = sqlite3.Row
-    return conn.execute("SELECT * FROM calls ORDER BY id").fetchall()
-
-
-def phase(row: sqlite3.Row) -> str:
-    return str(row["phase"]).split()[0]
 
 
 def billable(usage: tuple[int, int, int, int]) -> int:

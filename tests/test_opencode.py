@@ -20,6 +20,7 @@ from nightshift_tasks import agents, state
 from nightshift_tasks.agents import opencode
 from tests.conftest import DODO, Env, max_overlap, require_npm_cli, summary_rows
 from tests.stubs import USAGE, ApiStub
+from tests.test_real_clis import calls, phase
 
 
 @pytest.fixture
@@ -64,16 +65,6 @@ def run(env: Env, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "doit", "-f", str(DODO), "run", *args,
                            f"config={env.config}"], cwd=env.tmp, env=env.environ(**extra),
                           capture_output=True, text=True, timeout=600)
-
-
-def calls(env: Env) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(env.home / "state.db")
-    conn.row_factory = sqlite3.Row
-    return conn.execute("SELECT * FROM calls ORDER BY id").fetchall()
-
-
-def phase(row: sqlite3.Row) -> str:
-    return str(row["phase"]).split()[0]
 
 
 def budget(env: Env, extra: dict[str, str]) -> dict[str, object]:
