@@ -108,8 +108,10 @@ def _config(root: Path, repos: list[Path], database: str | None) -> Path:
         "tasks": {"enabled": ["lint-fix"]}, "budget": {"weekly_tokens": 100_000_000},
         "projects": [{"path": str(r)} for r in repos],
     }
-    if database:
+    if database:  # a fleet names its projects by URL and pushes its work to them
         data["state"] = {"database": database}
+        data["projects"] = [{"url": r.as_uri()} for r in repos]
+        data["publish"] = {"mode": "push", "allowed_owners": [repos[0].parent.name]}
     path = root / f"nightshift-{'pg' if database else 'sqlite'}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
