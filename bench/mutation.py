@@ -56,12 +56,14 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "plan": ("nightshift_tasks/plan.py", ["tests/test_plan.py", "tests/test_days.py",
                                           "tests/test_select.py"]),
     "process": ("nightshift_tasks/process.py", ["tests/test_process.py", "tests/test_shutdown.py"]),
+    "signals": ("nightshift_tasks/signals.py", ["tests/test_shutdown.py", "tests/test_process.py"]),
     "git": ("nightshift_tasks/git.py", ["tests/test_git_safety.py", "tests/test_repo_files.py",
                                         "tests/test_publish.py"]),
     "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_publish_lease.py",
                                                 "tests/test_git_safety.py"]),
     "execute": ("nightshift_tasks/execute.py", ["tests/test_graph.py", "tests/test_loop.py",
-                                                "tests/test_publish.py", "tests/test_agents.py"]),
+                                                "tests/test_publish.py", "tests/test_agents.py",
+                                                "tests/test_execute.py"]),
 }
 
 # Turning one binary operator into each of the ten others adds near-copies of one mutant
