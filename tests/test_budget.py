@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 
 from nightshift_tasks import budget, state
 from nightshift_tasks.budget import compute, days_left_in_week
+from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.config import load_config
 from nightshift_tasks.usage import Reading
 
 BASE = {"mode": "daily", "max_percent": 75, "reserve_percent": 5, "weekly_tokens": 700_000,
@@ -29,6 +32,16 @@ def test_daily_worked_example_of_the_spec() -> None:
     per = compute({**BASE, "per_provider": {"codex": 1_400_000}}, "codex", Reading(), FRIDAY)
     assert (per.weekly, per.weekly_source, per.allowance) == (1_400_000, "budget.per_provider.codex",
                                                               140_000)
+
+
+def test_the_schema_defaults_give_the_daily_worked_example(tmp_path: Path) -> None:
+    """What compute gets from a config file without a budget section: the schema's defaults
+    (daily, 700,000 a week, 75 %, 5 % reserve), strings from the loader and not literals."""
+    path = tmp_path / "c.yaml"
+    path.write_text("projects: [{path: /x}]\n")
+    settings = load_config(path, builtin_slugs(), {}).section("budget")
+    assert compute(settings, "claude", Reading(), FRIDAY).equation == (
+        "100,000 daily x (1 - 0.0% used) x 75% - 5,000 reserve = 70,000")
 
 
 def test_weekly_worked_example_with_aggressive_end_of_week() -> None:
@@ -89,6 +102,12 @@ def _ask(attempt: int, estimate: int, run: str = "run1", pid: int = 1,
     return budget.Ask(attempt, run, provider, estimate, 1000, pid)
 
 
+def _patience(times: int) -> Callable[[], bool]:
+    """True `times` times, then False: a task that waits when it should not ends quickly."""
+    checks = iter([True] * times)
+    return lambda: next(checks, False)
+
+
 def test_reserve_then_settle(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     a, b, c = (_attempt(conn) for _ in range(3))
@@ -146,12 +165,12 @@ def test_a_task_waits_for_open_reservations_then_checks_again(tmp_path: Path) ->
         state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 100})
         budget.release(conn, a)
 
-    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: True, waiting) == (
+    assert budget.reserve_waiting(conn, _ask(b, 800), _patience(3), waiting) == (
         True, budget.Standing(100, 0))
     assert seen == [budget.Standing(0, 800)]
     # Settled usage alone leaves too little (900 < 950): skipped at once, without waiting.
     c = _attempt(conn)
-    assert budget.reserve_waiting(conn, _ask(c, 950), lambda: True, seen.append) == (
+    assert budget.reserve_waiting(conn, _ask(c, 950), _patience(3), seen.append) == (
         False, budget.Standing(100, 800))
     assert len(seen) == 1
 
@@ -177,8 +196,7 @@ def test_a_task_waits_for_the_last_token(tmp_path: Path) -> None:
         seen.append(now)
         budget.release(conn, a)
 
-    checks = iter([True, True, True, False])
-    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: next(checks), waiting) == (
+    assert budget.reserve_waiting(conn, _ask(b, 800), _patience(3), waiting) == (
         True, budget.Standing(200, 0))
     assert seen == [budget.Standing(200, 600)]
 
@@ -187,9 +205,8 @@ def test_waiting_ends_when_patience_does(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     a, b = _attempt(conn), _attempt(conn)
     assert budget.reserve(conn, _ask(a, 800))[0]
-    checks = iter([True, True, False])
     seen: list[budget.Standing] = []
-    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: next(checks), seen.append) == (
+    assert budget.reserve_waiting(conn, _ask(b, 800), _patience(2), seen.append) == (
         False, budget.Standing(0, 800))
     assert seen == [budget.Standing(0, 800)]  # told once, though it polled twice
 
