@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import pytest
 
 from nightshift_tasks import budget, state
 from nightshift_tasks.budget import compute, days_left_in_week
+from nightshift_tasks.catalog import builtin_slugs
+from nightshift_tasks.config import load_config
 from nightshift_tasks.usage import Reading
 
 BASE = {"mode": "daily", "max_percent": 75, "reserve_percent": 5, "weekly_tokens": 700_000,
@@ -31,6 +34,16 @@ def test_daily_worked_example_of_the_spec() -> None:
                                                               140_000)
 
 
+def test_the_schema_defaults_give_the_daily_worked_example(tmp_path: Path) -> None:
+    """What compute gets from a config file without a budget section: the schema's defaults
+    (daily, 700,000 a week, 75 %, 5 % reserve), strings from the loader and not literals."""
+    path = tmp_path / "c.yaml"
+    path.write_text("projects: [{path: /x}]\n")
+    settings = load_config(path, builtin_slugs(), {}).section("budget")
+    assert compute(settings, "claude", Reading(), FRIDAY).equation == (
+        "100,000 daily x (1 - 0.0% used) x 75% - 5,000 reserve = 70,000")
+
+
 def test_weekly_worked_example_with_aggressive_end_of_week() -> None:
     weekly = {**BASE, "mode": "weekly", "aggressive_end_of_week": True}
     used = reading(d2026_11_23=100_000, d2026_11_26=110_000)  # 210,000 this week: 30 %
@@ -38,6 +51,8 @@ def test_weekly_worked_example_with_aggressive_end_of_week() -> None:
     assert compute(weekly, "claude", used, FRIDAY).allowance == int(490_000 / 3 * 0.75 - 24_500)
     assert compute(weekly, "claude", used, saturday).allowance == int(490_000 / 2 * 0.75 * 2 - 24_500)
     assert compute(weekly, "claude", used, sunday).allowance == int(490_000 * 0.75 * 3 - 24_500)
+    assert compute(weekly, "claude", used, saturday).equation == (
+        "490,000 left this week / 2 day(s) to the local week x 75% x 2 - 24,500 reserve = 343,000")
     # Last week's usage does not count.
     assert compute(weekly, "claude", reading(d2026_11_22=500_000), FRIDAY).used_week == 0
 
@@ -60,6 +75,21 @@ def test_never_negative() -> None:
     assert compute(BASE, "claude", reading(d2026_11_27=900_000), FRIDAY).allowance == 0
 
 
+def test_more_than_everything_used_leaves_nothing_even_without_a_reserve() -> None:
+    """120 % of the period used counts as 100 %: nothing left, not a negative remainder."""
+    spent = {**BASE, "max_percent": 100, "reserve_percent": 0}
+    daily = compute(spent, "claude", reading(d2026_11_27=120_000), FRIDAY)
+    assert daily.equation == "100,000 daily x (1 - 120.0% used) x 100% - 0 reserve = 0"
+    weekly = compute({**spent, "mode": "weekly"}, "claude", reading(d2026_11_23=840_000), FRIDAY)
+    assert (weekly.used_percent, weekly.equation) == (
+        120.0, "0 left this week / 3 day(s) to the local week x 100% x 1 - 0 reserve = 0")
+
+
+def test_a_week_of_fewer_than_seven_tokens_has_no_daily_share() -> None:
+    tiny = compute({**BASE, "weekly_tokens": 6}, "claude", Reading(), FRIDAY)
+    assert (tiny.used_percent, tiny.equation) == (100.0, "0 daily x (1 - 100.0% used) x 75% - 0 reserve = 0")
+
+
 def _attempt(conn: object, task: str = "lint-fix") -> int:
     db = conn  # type: ignore[assignment]
     chain = state.open_chain(db, f"/p/{task}/{state.now().timestamp()}", "2026-11-27", [task],  # type: ignore[arg-type]
@@ -72,6 +102,12 @@ def _ask(attempt: int, estimate: int, run: str = "run1", pid: int = 1,
     return budget.Ask(attempt, run, provider, estimate, 1000, pid)
 
 
+def _patience(times: int) -> Callable[[], bool]:
+    """True `times` times, then False: a task that waits when it should not ends quickly."""
+    checks = iter([True] * times)
+    return lambda: next(checks, False)
+
+
 def test_reserve_then_settle(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     a, b, c = (_attempt(conn) for _ in range(3))
@@ -82,8 +118,16 @@ def test_reserve_then_settle(tmp_path: Path) -> None:
     state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 700})
     assert budget.standing(conn, "run1", "claude") == budget.Standing(700, 400)
     budget.release(conn, b)  # b ended having used nothing: its hold is gone
+    assert budget.reserve(conn, _ask(c, 301)) == (False, budget.Standing(700, 0))
     assert budget.reserve(conn, _ask(c, 300)) == (True, budget.Standing(700, 0))
     assert budget.reserve(conn, _ask(_attempt(conn), 300, run="run2")) == (True, budget.Standing(0, 0))
+    assert budget.open_reserved(conn, "claude") == 600  # c of run1 and the task of run2
+
+
+def test_what_is_left_is_never_negative() -> None:
+    assert budget.Standing(700, 200, 100).left(1000) == 0
+    assert budget.Standing(700, 200, 100).left(999) == 0
+    assert budget.Standing(600, 200, 100).left(1000) == 100
 
 
 def test_usage_settles_against_the_provider_that_made_the_call(tmp_path: Path) -> None:
@@ -121,23 +165,49 @@ def test_a_task_waits_for_open_reservations_then_checks_again(tmp_path: Path) ->
         state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 100})
         budget.release(conn, a)
 
-    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: True, waiting) == (
+    assert budget.reserve_waiting(conn, _ask(b, 800), _patience(3), waiting) == (
         True, budget.Standing(100, 0))
     assert seen == [budget.Standing(0, 800)]
     # Settled usage alone leaves too little (900 < 950): skipped at once, without waiting.
     c = _attempt(conn)
-    assert budget.reserve_waiting(conn, _ask(c, 950), lambda: True, seen.append) == (
+    assert budget.reserve_waiting(conn, _ask(c, 950), _patience(3), lambda _: pytest.fail("waited")) == (
         False, budget.Standing(100, 800))
-    assert len(seen) == 1
+
+
+def test_a_task_that_fits_does_not_wait(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 800))[0]
+    assert budget.reserve_waiting(conn, _ask(b, 200), lambda: True, lambda _: pytest.fail("waited")) == (
+        True, budget.Standing(0, 800))
+
+
+def test_a_task_waits_for_the_last_token(tmp_path: Path) -> None:
+    """Settled usage leaves exactly the estimate: worth waiting for, and it fits once the
+    other task's hold is gone. (Small numbers: equal ints below 257 are one object too.)"""
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 900))[0]
+    state.record_call(conn, a, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 800})
+    seen: list[budget.Standing] = []
+
+    def waiting(now: budget.Standing) -> None:
+        seen.append(now)
+        budget.release(conn, a)
+
+    assert budget.reserve_waiting(conn, _ask(b, 200), _patience(3), waiting) == (
+        True, budget.Standing(800, 0))
+    assert seen == [budget.Standing(800, 100)]
 
 
 def test_waiting_ends_when_patience_does(tmp_path: Path) -> None:
     conn = state.connect(tmp_path / "s.db")
     a, b = _attempt(conn), _attempt(conn)
     assert budget.reserve(conn, _ask(a, 800))[0]
-    checks = iter([True, False])
-    assert budget.reserve_waiting(conn, _ask(b, 800), lambda: next(checks), lambda _: None) == (
+    seen: list[budget.Standing] = []
+    assert budget.reserve_waiting(conn, _ask(b, 800), _patience(2), seen.append) == (
         False, budget.Standing(0, 800))
+    assert seen == [budget.Standing(0, 800)]  # told once, though it polled twice
 
 
 def test_unknown_usage_is_kept_and_never_waited_for(tmp_path: Path) -> None:
@@ -153,6 +223,15 @@ def test_unknown_usage_is_kept_and_never_waited_for(tmp_path: Path) -> None:
     assert budget.open_reserved(conn, "claude") == 0
     assert budget.reserve_waiting(conn, _ask(b, 800), lambda: True, lambda _: pytest.fail("waited")) == (
         False, budget.Standing(0, 0, 800))
+    assert budget.reserve(conn, _ask(b, 150))[0]  # b reports no usage either: both keep theirs
+    state.record_call(conn, b, "plan", "claude", state.now(), 0, "ok", None, {"tokens": 0},
+                      usage_known=False)
+    budget.release(conn, b)
+    assert budget.standing(conn, "run1", "claude") == budget.Standing(0, 0, 950)
+    # A running task holds 50 more: 50 is all that can ever be left, so 60 is not waited for.
+    assert budget.reserve(conn, _ask(_attempt(conn), 50))[0]
+    assert budget.reserve_waiting(conn, _ask(_attempt(conn), 60), lambda: True,
+                                  lambda _: pytest.fail("waited")) == (False, budget.Standing(0, 50, 950))
 
 
 def _completed_runs(conn: object, *runs: int) -> None:
@@ -173,6 +252,14 @@ def test_estimates_learn_from_measured_runs(tmp_path: Path) -> None:
     assert budget.estimates(conn, "codex") == {}
 
 
+def test_estimates_from_one_and_two_runs(tmp_path: Path) -> None:
+    conn = state.connect(tmp_path / "s.db")
+    _completed_runs(conn, 100)
+    assert budget.estimates(conn, "claude") == {"lint-fix": (100, 1)}  # one run: that run
+    _completed_runs(conn, 200)
+    assert budget.estimates(conn, "claude") == {"lint-fix": (180, 2)}  # 100 + 0.8 x (200 - 100)
+
+
 def test_estimates_cover_a_heavy_tail(tmp_path: Path) -> None:
     """Reservations are summed: a median estimate lets every run above it overrun, so it
     is the 80th percentile of the latest ten runs (the median of the latest five said 300)."""
@@ -185,12 +272,14 @@ def test_estimates_cover_a_heavy_tail(tmp_path: Path) -> None:
     assert budget.estimates(conn, "claude") == {"lint-fix": (540, 10)}  # 200 dropped out
 
 
-@pytest.mark.parametrize(("hours", "days"), [(72, 3), (6, 1), (-1, 1)])
-def test_codex_weekly_allowance_spreads_over_the_reported_reset(hours: int, days: int) -> None:
-    # The original's own cases (TestDaysUntilWeeklyReset_Codex): 72h -> 3, 6h -> 1, past -> 1.
-    # FRIDAY with a Monday week has 3 local days left; a reported reset must win over that.
+@pytest.mark.parametrize(("seconds", "days"), [(72 * 3600, 3), (6 * 3600, 1), (-3600, 1),
+                                               (2 * 86400 + 1, 3)])
+def test_codex_weekly_allowance_spreads_over_the_reported_reset(seconds: int, days: int) -> None:
+    # The original's own cases (TestDaysUntilWeeklyReset_Codex): 72h -> 3, 6h -> 1, past -> 1;
+    # and a second past two days starts a third. FRIDAY with a Monday week has 3 local days
+    # left; a reported reset must win over that.
     limits = Reading(rate_limits={"secondary": {"used_percent": 30.0, "window_minutes": 10080,
-                                                "resets_at": int(FRIDAY.timestamp()) + hours * 3600}})
+                                                "resets_at": int(FRIDAY.timestamp()) + seconds}})
     weekly = compute({**BASE, "mode": "weekly"}, "codex", limits, FRIDAY)
     assert weekly.allowance == int(490_000 / days * 0.75 - 24_500)
     assert f"/ {days} day(s) to the reported weekly reset" in weekly.equation
@@ -198,7 +287,28 @@ def test_codex_weekly_allowance_spreads_over_the_reported_reset(hours: int, days
 
 def test_without_a_reported_reset_the_local_week_counts() -> None:
     # The original's "zero reset time" case: no usable reset, so the local week (3 days here).
+    # Nor is a negative time or a boolean (JSON true is not a time).
     for limits in ({}, {"secondary": {"used_percent": 30.0, "resets_at": 0}},
-                   {"secondary": {"used_percent": 30.0, "resets_at": None}}):
+                   {"secondary": {"used_percent": 30.0, "resets_at": None}},
+                   {"secondary": {"used_percent": 30.0, "resets_at": -86400}},
+                   {"secondary": {"used_percent": 30.0, "resets_at": True}}):
         weekly = compute({**BASE, "mode": "weekly"}, "codex", Reading(rate_limits=limits), FRIDAY)
         assert "/ 3 day(s) to the local week" in weekly.equation
+    # The earliest time there is (1 s after the epoch) is a reset, long past: one day.
+    limits = {"secondary": {"used_percent": 30.0, "resets_at": 1}}
+    weekly = compute({**BASE, "mode": "weekly"}, "codex", Reading(rate_limits=limits), FRIDAY)
+    assert "/ 1 day(s) to the reported weekly reset" in weekly.equation
+
+
+def test_a_fleet_day_counts_every_run_and_every_open_hold(tmp_path: Path) -> None:
+    """On a fleet's ledger the allowance is the fleet's for the day: every run's measured
+    calls that day, and every run's open reservations."""
+    conn = state.connect(tmp_path / "s.db")
+    a, b = _attempt(conn), _attempt(conn)
+    assert budget.reserve(conn, _ask(a, 500))[0]
+    assert budget.reserve(conn, _ask(b, 300, run="run2"))[0]
+    saturday = datetime(2026, 11, 28, 9, 0).astimezone()
+    for attempt, started, tokens in ((a, FRIDAY, 100), (b, FRIDAY, 50), (b, saturday, 7)):
+        state.record_call(conn, attempt, "plan", "claude", started, 0, "ok", None, {"tokens": tokens})
+    assert budget.standing(conn, "run3", "claude", "2026-11-27") == budget.Standing(150, 643)
+    assert budget.settled(conn, "run3", "claude", "2026-11-28") == 7
