@@ -64,6 +64,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "execute": ("nightshift_tasks/execute.py", ["tests/test_graph.py", "tests/test_loop.py",
                                                 "tests/test_publish.py", "tests/test_agents.py",
                                                 "tests/test_execute.py"]),
+    "provider_agent": ("nightshift_tasks/provider_agent.py", [
+        "tests/test_execute.py", "tests/test_agents.py", "tests/test_leases.py",
+        "tests/test_real_clis.py"]),
 }
 
 # Turning one binary operator into each of the ten others adds near-copies of one mutant
