@@ -19,6 +19,13 @@ SECTIONS = (("completed", "Completed"), ("failed", "Failed"), ("abandoned", "Aba
             ("skipped", "Skipped"), ("interrupted", "Interrupted"))
 
 
+def attempt_span(row: Any) -> tuple[datetime, datetime] | None:
+    """When an attempt started and ended, once it has done both."""
+    if not (row["started_at"] and row["ended_at"]):
+        return None
+    return datetime.fromisoformat(row["started_at"]), datetime.fromisoformat(row["ended_at"])
+
+
 def run_record(conn: Conn, plan: Plan, run_id: str, started: datetime,
                ended: datetime, log_dir: Path) -> dict[str, Any]:
     """Every task this run touched, with its outcome, plus the projects the plan skipped."""
@@ -26,10 +33,8 @@ def run_record(conn: Conn, plan: Plan, run_id: str, started: datetime,
     tasks = []
     for row in conn.execute("SELECT * FROM attempts WHERE run_id = ? AND status != 'planned' "
                             "ORDER BY id", (run_id,)):
-        seconds = 0.0
-        if row["started_at"] and row["ended_at"]:
-            seconds = (datetime.fromisoformat(row["ended_at"])
-                       - datetime.fromisoformat(row["started_at"])).total_seconds()
+        span = attempt_span(row)
+        seconds = (span[1] - span[0]).total_seconds() if span else 0.0
         tasks.append({"project": names.get(row["project_path"], row["project_path"]),
                       "path": row["project_path"], "task_type": row["task"],
                       "status": row["status"], "provider": row["provider"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,7 @@ def fleet_record(conn: Conn, day: str) -> dict[str, Any]:
     """The day's tasks of every host, in the shape of a run record (report.markdown's)."""
     rows = list(conn.execute("SELECT a.* FROM attempts a JOIN chains c ON c.id = a.chain_id "
                              "WHERE c.day = ? AND a.status != 'planned' ORDER BY a.id", (day,)))
-    spans = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["ended_at"]))
-             if r["started_at"] and r["ended_at"] else None for r in rows]
+    spans = [report.attempt_span(r) for r in rows]
     tasks = [{"project": r["project_path"], "task_type": r["task"], "status": r["status"],
               "host": r["host"] or "-", "provider": r["provider"], "tokens_used": r["tokens"],
               "output_ref": r["output_ref"], "reason": r["error"],
