@@ -46,9 +46,10 @@ def _in_worktree(spec: TaskSpec, conn: Conn, agent: ProviderAgent,
         git.git(path, "fetch", "--quiet", settings.remote, check=False)
     base, label = git.base_commit(path, project.base_branch, settings.remote)
     worktree = Path(spec.run.worktrees_dir) / f"{project.name}--{spec.slug}--{os.getpid()}"
-    box = git.add_worktree(path, worktree, base, mirrors.git_env(url) if url else None)
-    agent.cwd = str(worktree)
+    box = None
     try:
+        box = git.add_worktree(path, worktree, base, mirrors.git_env(url) if url else None)
+        agent.cwd = str(worktree)
         result = run_loop(agent, brief)
         if result.status != "completed":
             return result, None  # failed or abandoned work publishes nothing
@@ -68,7 +69,7 @@ def _in_worktree(spec: TaskSpec, conn: Conn, agent: ProviderAgent,
         note(log, done.note)
         return result, done
     finally:
-        git.remove_worktree(path, worktree)
+        git.remove_worktree(path, worktree, box)
 
 
 def run_task(spec: TaskSpec) -> dict[str, Any]:

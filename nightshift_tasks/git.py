@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightshift_tasks import repo_files
+from nightshift_tasks import process, repo_files
 
 GIT_TIMEOUT = 300
 CLEANUP_TIMEOUT = 30
@@ -42,13 +42,12 @@ class GitError(Exception):
 
 def git(cwd: str | Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> str:
     """Run git without a shell; its stdout, or GitError with its own message."""
-    proc = subprocess.run(["git", *SAFE, *args], cwd=cwd, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT, check=False,
-                          env=None if env is None else {**os.environ, **env})
-    if check and proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise GitError(f"git {args[0]}: {detail[-1] if detail else f'exit {proc.returncode}'}")
-    return proc.stdout.strip()
+    code, out, err = process.capture(["git", *SAFE, *args], cwd, GIT_TIMEOUT,
+                                     None if env is None else {**os.environ, **env})
+    if check and code != 0:
+        detail = (err.strip() or out.strip()).splitlines()
+        raise GitError(f"git {args[0]}: {detail[-1] if detail else f'exit {code}'}")
+    return out.strip()
 
 
 def unusable(path: str) -> str | None:
@@ -113,12 +112,13 @@ class Worktree:
 def add_worktree(path: str, worktree: Path, start: str,
                  env: Mapping[str, str] | None = None) -> Worktree:
     """A fresh worktree at `start`, detached: the task's branch moves only when a passed
-    review is committed, so failed work never touches it. Its git dirs are asked of git
-    before the agent can touch anything."""
+    review is committed, so failed work never touches it. Its git dirs are read (from git's
+    files where plain, else from git) before the agent can touch anything."""
     worktree.parent.mkdir(parents=True, exist_ok=True)
     git(path, "worktree", "add", "--force", "--detach", str(worktree), start)
-    git_dir, common_dir = map(Path, git(worktree, "rev-parse", "--path-format=absolute", "--git-dir",
-                                        "--git-common-dir").splitlines())
+    dirs = repo_files.git_dirs(str(worktree)) or git(
+        worktree, "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir").splitlines()
+    git_dir, common_dir = (Path(os.path.realpath(d)) for d in dirs)  # as git spells them
     files = [worktree / ".git", common_dir / "config", git_dir / "config.worktree"]
     return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files}, env or {})
 
@@ -127,15 +127,21 @@ def _quietly(cwd: str, *args: str) -> None:
     """A cleanup command whose output nobody needs: no pipes to wait on (a background
     process git left behind may hold them), and a bounded wait."""
     with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        subprocess.run(["git", *SAFE, *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=CLEANUP_TIMEOUT, check=False)
+        process.capture(["git", *SAFE, *args], cwd, CLEANUP_TIMEOUT)
 
 
-def remove_worktree(path: str, worktree: Path) -> None:
+def remove_worktree(path: str, worktree: Path, box: Worktree | None = None) -> None:
     """Drop the worktree (the branch stays), files first: git refuses to remove a worktree
-    whose `.git` file the agent rewrote, but forgets a missing one. Leftovers of a crash are
-    pruned next run."""
+    whose `.git` file the agent rewrote, but forgets a missing one. With the `box` as made,
+    forgetting it is removing its entry under `<common dir>/worktrees/`, what git itself
+    would do, without a git process. Leftovers
+    of a crash are pruned next run."""
     shutil.rmtree(worktree, ignore_errors=True)
+    if box and box.git_dir.parent == box.common_dir / "worktrees":
+        with contextlib.suppress(OSError):  # a symlink the agent put there goes, not its target
+            box.git_dir.unlink() if box.git_dir.is_symlink() else shutil.rmtree(box.git_dir)
+        if not os.path.lexists(box.git_dir):
+            return
     _quietly(path, "worktree", "remove", "--force", str(worktree))
 
 

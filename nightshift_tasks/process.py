@@ -112,6 +112,25 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return bool(ready)
 
 
+def capture(argv: list[str], cwd: str | Path, timeout: float,
+            env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """Run a short helper (git) to its end: (exit code, stdout, stderr); KILL it and raise
+    subprocess.TimeoutExpired past `timeout`. Output goes to files, so a background process
+    it leaves holding them never blocks us, and its exit is seen at once (see _wait), where
+    subprocess.run sleeps up to milliseconds polling for it: per git call, every task."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                env=env)
+        if not _wait(proc, timeout):
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(argv, timeout)
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, out.read().decode("utf-8", "replace"),
+                err.read().decode("utf-8", "replace"))
+
+
 @contextlib.contextmanager
 def _feed(data: bytes | None) -> Iterator[str]:
     """The path the child's stdin is read from: /dev/null, or a private file holding `data`,

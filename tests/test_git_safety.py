@@ -198,6 +198,37 @@ def test_a_worktree_config_the_agent_added_counts_as_tampering(tmp_path: Path, e
     assert box.tampered() == box.git_dir / "config.worktree"
 
 
+@pytest.mark.parametrize("layout", ["plain", "reached through a symlink", "config with an include"])
+def test_a_new_worktrees_git_dirs_are_what_git_says(tmp_path: Path, env: Env, layout: str) -> None:
+    repo = env.repo("alpha")
+    if layout == "config with an include":  # not plain: git is asked
+        git(repo, "config", "include.path", str(tmp_path / "none"))
+    if layout == "reached through a symlink":
+        (tmp_path / "link").symlink_to(repo.parent)
+        repo = tmp_path / "link" / repo.name
+    box = ngit.add_worktree(str(repo), tmp_path / "wt", "HEAD")
+    said = git(box.path, "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir")
+    assert [str(box.git_dir), str(box.common_dir)] == said.splitlines()
+    assert box.common_dir == repo.resolve() / ".git"
+
+
+@pytest.mark.parametrize("agent_did", ["nothing", "symlinked the admin dir"])
+def test_removing_a_worktree_forgets_it_and_touches_nothing_else(tmp_path: Path, env: Env,
+                                                                 agent_did: str) -> None:
+    repo = env.repo("alpha")
+    box = ngit.add_worktree(str(repo), tmp_path / "wt", "HEAD")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    if agent_did == "symlinked the admin dir":
+        moved = tmp_path / "moved"
+        box.git_dir.rename(moved)
+        box.git_dir.symlink_to(elsewhere)
+    ngit.remove_worktree(str(repo), box.path, box)
+    assert not box.path.exists() and not os.path.lexists(box.git_dir)
+    assert only_main_worktree(repo) and (elsewhere / "keep").read_text() == "x"
+
+
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "wt"
     (root / "a").mkdir(parents=True)

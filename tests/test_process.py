@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.process import GRACE_SECONDS, alive, run_process
+from nightshift_tasks.process import GRACE_SECONDS, alive, capture, run_process
 
 
 def test_output_exit_code_and_cwd(tmp_path: Path) -> None:
@@ -145,3 +145,45 @@ def test_what_an_agent_leaves_behind_gets_term_then_kill_after_five_seconds(tmp_
     # that moment, not a shorter grace (a 1 s grace fails by 4 s).
     assert ended - term_at >= GRACE_SECONDS - 0.5
     assert _gone(int(pidfile.read_text()))
+
+
+CHILDREN_PROBE = """
+import os, subprocess, sys
+from nightshift_tasks import signals
+if sys.argv[1] == "scan":  # a kernel without /proc/<pid>/task/<tid>/children
+    listdir = os.listdir
+    signals.os.listdir = lambda p: (_ for _ in ()).throw(OSError("no")) if "/task" in str(p) else listdir(p)
+live = subprocess.Popen(["sleep", "30"])
+dead = subprocess.Popen(["true"])
+os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+print(live.pid, dead.pid, sorted(signals.children(zombies=True)), signals.children())
+live.kill()
+"""
+
+
+@pytest.mark.parametrize("how", ["kernel list", "scan"])
+def test_children_are_exactly_ours_zombies_only_when_asked(how: str) -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", CHILDREN_PROBE, how.split()[0]], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
+    live, dead, rest = out.stdout.split(" ", 2)
+    assert rest.strip() == f"{sorted([int(live), int(dead)])} [{live}]"
+
+
+def test_capture_returns_exit_code_and_both_outputs(tmp_path: Path) -> None:
+    got = capture(["sh", "-c", "pwd; echo oops >&2; exit 3"], tmp_path, 30)
+    assert got == (3, f"{tmp_path}\n", "oops\n")
+
+
+def test_capture_does_not_wait_for_a_background_process_holding_its_output(tmp_path: Path) -> None:
+    # A pipe would stay open until the sleep ends, past the timeout: TimeoutExpired.
+    code, out, _ = capture(["sh", "-c", "sleep 30 & echo $!"], tmp_path, 5)
+    os.kill(int(out), signal.SIGKILL)
+    assert code == 0
+
+
+def test_capture_kills_what_outlives_its_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        capture(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"], tmp_path, 0.5)
+    assert not alive(int(pid_file.read_text()))
