@@ -64,7 +64,11 @@ def unusable(path: str) -> str | None:
 
 def base_commit(path: str, configured: str | None, remote: str) -> tuple[str, str]:
     """(commit, branch name) the task starts from: projects[].base_branch, else the remote's
-    default branch (<remote>/HEAD), else the current branch. Usually one git call."""
+    default branch (<remote>/HEAD), else the current branch. Read from git's files where
+    that is certain (repo_files.head_commit), else one git call, rarely two."""
+    known = None if configured else repo_files.head_commit(path, remote)
+    if known:
+        return known
     candidates = [f"{remote}/{configured}", configured] if configured else [f"{remote}/HEAD", "HEAD"]
     for ref in candidates:
         found = git(path, "rev-parse", f"{ref}^{{commit}}", "--abbrev-ref", ref, check=False).split()

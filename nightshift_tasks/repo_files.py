@@ -21,6 +21,10 @@ _OVERRIDES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTOR
 _OID = re.compile(r"[0-9a-f]{40}")
 _BRANCH = re.compile(r"ref: (refs/heads/[A-Za-z0-9._/-]+)")
 _BOOL = r"(?i:true|false|yes|no|on|off|1|0)"
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+# How git expands a short ref name, in order (its "ref rev-parse rules").
+_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
+_PACKED = re.compile(r"(# pack-refs with:.*|\^[0-9a-f]{40}|[0-9a-f]{40} refs/\S+)")
 # What `git init`, `git clone`, `git remote add` and `git branch -u` write, and nothing that
 # git's start-up would parse into something that can fail.
 _SECTION = re.compile(r'\[(core|user|remote "[^"\\]*"|branch "[^"\\]*")\]')
@@ -141,3 +145,44 @@ def linked_worktrees(common: str) -> list[str]:
         return []
     paths = ((_read(os.path.join(common, "worktrees", i, "gitdir")) or "").rstrip() for i in ids)
     return [p.removesuffix("/.git") for p in paths if p]
+
+
+def _packed_refs(common: str) -> dict[str, str] | None:
+    """packed-refs as name -> commit id ({} when there is none); None when a line is not
+    one git writes."""
+    text = _read(os.path.join(common, "packed-refs"))
+    if text is None:
+        return None if os.path.lexists(os.path.join(common, "packed-refs")) else {}
+    lines = text.splitlines()
+    if not all(_PACKED.fullmatch(line) for line in lines):
+        return None
+    return {name: oid for oid, _, name in (line.partition(" ") for line in lines) if name}
+
+
+def head_commit(path: str, remote: str) -> tuple[str, str] | None:
+    """What `git rev-parse HEAD^{commit} --abbrev-ref HEAD` prints, in a plain layout where
+    no ref could be meant by `<remote>/HEAD` (git is asked that first, see git.base_commit)
+    and the branch's short name names nothing else; None means "ask git". HEAD and
+    branches only ever name commits: git refuses to write anything else there."""
+    dirs = git_dirs(path)
+    packed = None if dirs is None else _packed_refs(dirs[1])
+    if dirs is None or packed is None or not all(_NAME.fullmatch(p) for p in remote.split("/")):
+        return None
+
+    def exists(ref: str) -> bool:
+        return ref in packed or any(os.path.lexists(os.path.join(d, ref)) for d in dirs)
+
+    if any(exists(rule.format(f"{remote}/HEAD")) for rule in _RULES):
+        return None
+    head = (_read(os.path.join(dirs[0], "HEAD")) or "").strip()
+    if _OID.fullmatch(head):
+        return head, "HEAD"
+    branch = _BRANCH.fullmatch(head)
+    if branch is None:
+        return None
+    loose = os.path.join(dirs[1], branch[1])
+    oid = (_read(loose) or "").strip() if os.path.lexists(loose) else packed.get(branch[1], "")
+    short = branch[1].removeprefix("refs/heads/")
+    if not _OID.fullmatch(oid) or any(exists(rule.format(short)) for rule in _RULES if "heads" not in rule):
+        return None
+    return oid, short

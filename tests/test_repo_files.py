@@ -171,3 +171,44 @@ def test_registered_worktrees_match_git_worktree_list(tmp_path: Path) -> None:
     listed = [Path(line.removeprefix("worktree ")) for line in
               run(repo, "worktree", "list", "--porcelain").splitlines() if line.startswith("worktree ")]
     assert sorted(listed[1:]) == sorted(git._registered(str(repo))) == [tmp_path / "gone", tmp_path / "kept"]
+
+
+def remote_head(tmp: Path) -> Path:
+    """A clone: origin/HEAD names the remote's default branch, which git must be asked."""
+    run(tmp, "clone", "-q", str(committed(tmp / "upstream")), "r")
+    return tmp / "r"
+
+
+def tag_named_like_the_branch(tmp: Path) -> Path:
+    repo = committed(tmp / "r")
+    run(repo, "tag", "main")  # git then abbreviates the branch as heads/main
+    return repo
+
+
+def branch_named_origin_head(tmp: Path) -> Path:
+    repo = committed(tmp / "r")
+    run(repo, "branch", "origin/HEAD")
+    return repo
+
+
+def base_asked_of_git(path: Path) -> tuple[str, str] | None:
+    """What `git.base_commit(path, None, "origin")` answered before it read any file."""
+    for ref in ("origin/HEAD", "HEAD"):
+        found = subprocess.run(["git", "rev-parse", f"{ref}^{{commit}}", "--abbrev-ref", ref], cwd=path,
+                               capture_output=True, text=True).stdout.split()
+        if len(found) == 2:
+            return found[0], found[1]
+    return None
+
+
+BASES: list[tuple[Callable[[Path], Path], bool]] = [
+    *((make, files) for make, files in LAYOUTS if files or make in (subdirectory, other_settings)),
+    (remote_head, False), (tag_named_like_the_branch, False), (branch_named_origin_head, False)]
+
+
+@pytest.mark.parametrize(("make", "from_files"), BASES, ids=[m.__name__ for m, _ in BASES])
+def test_the_base_commit_is_what_git_says(tmp_path: Path, make: Callable[[Path], Path],
+                                          from_files: bool) -> None:
+    path = make(tmp_path)
+    assert (repo_files.head_commit(str(path), "origin") is not None) is from_files
+    assert git.base_commit(str(path), None, "origin") == base_asked_of_git(path)
