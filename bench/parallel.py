@@ -18,7 +18,7 @@ doit dodo.py with the same task graph that runs the same agent three times per t
                                    (the i-th start after the first K pairs with the
                                    (i-K)-th end: doit hands a freed worker the next task)
 
-Usage: python bench/parallel.py [--quick] [--repeat R]
+Usage: python bench/parallel.py [--quick] [--repeat R] [--cell K:N ...]
 """
 
 from __future__ import annotations
@@ -211,8 +211,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only K=4, N=8 (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the best is kept")
+    parser.add_argument("--cell", action="append", metavar="K:N", default=[],
+                        help="run only this cell (repeatable), e.g. --cell 16:64")
     args = parser.parse_args()
-    grid = [(4, 8)] if args.quick else GRID
+    try:
+        cells = [tuple(int(v) for v in c.split(":")) for c in args.cell]
+    except ValueError:
+        die(f"--cell takes K:N, two positive integers, not {args.cell}")
+    if any(len(c) != 2 or min(c) < 1 for c in cells):
+        die(f"--cell takes K:N, two positive integers, not {args.cell}")
+    grid = [(4, 8)] if args.quick else [(k, n) for k, n in cells] or GRID
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: nproc={cpus}, python {platform.python_version()} "
           f"({platform.python_implementation()}), {platform.system()} {platform.release()}", flush=True)
