@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.process import GRACE_SECONDS, alive, capture, run_process
+from nightshift_tasks.process import (
+    GRACE_SECONDS,
+    ProcResult,
+    alive,
+    append_log,
+    capture,
+    run_process,
+    stop_pgid,
+)
 
 
 def test_output_exit_code_and_cwd(tmp_path: Path) -> None:
@@ -35,8 +43,26 @@ def test_timeout_stops_the_whole_group(tmp_path: Path) -> None:
 
 
 def test_missing_program_is_an_error_not_an_exception(tmp_path: Path) -> None:
-    result = run_process(["/nonexistent/agent"], str(tmp_path), 10, os.environ)
-    assert result.error is not None and result.error.startswith("cannot start /nonexistent/agent")
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    assert [run_process([program, "x"], str(tmp_path), 10, os.environ) for program in
+            ["/nonexistent/agent", "./not-executable", "no-such-agent-on-path"]] == [
+        ProcResult(-1, "", "", 0.0, error="cannot start /nonexistent/agent: No such file or directory"),
+        ProcResult(-1, "", "", 0.0, error="cannot start ./not-executable: Permission denied"),
+        ProcResult(-1, "", "", 0.0, error="cannot start no-such-agent-on-path: not found on PATH")]
+
+
+def test_a_working_directory_that_is_gone_is_an_error_not_an_exception(tmp_path: Path) -> None:
+    result = run_process(["true", "x"], str(tmp_path / "gone"), 10, os.environ)
+    assert (result.exit_code, result.error, result.ok) == (
+        -1, "cannot start true: No such file or directory", False)
+
+
+def test_only_exit_0_in_time_without_error_is_ok(tmp_path: Path) -> None:
+    signalled = run_process(["sh", "-c", "kill -TERM $$"], str(tmp_path), 10, os.environ)
+    assert (signalled.exit_code, signalled.ok) == (-signal.SIGTERM, False)
+    assert [ProcResult(0, "", "", 1.0).ok, ProcResult(1, "", "", 1.0).ok,
+            ProcResult(0, "", "", 1.0, timed_out=True).ok, ProcResult(0, "", "", 1.0, error="x").ok] == [
+        True, False, False, False]
 
 
 def test_timeout_without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,3 +213,63 @@ def test_capture_kills_what_outlives_its_timeout(tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         capture(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"], tmp_path, 0.5)
     assert not alive(int(pid_file.read_text()))
+
+
+def test_a_group_of_zombies_only_is_not_alive_whatever_else_runs() -> None:
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    os.waitid(os.P_PID, gone.pid, os.WEXITED | os.WNOWAIT)  # a zombie, its group's only member
+    later = subprocess.Popen(["sleep", "30"], start_new_session=True)  # a group with a higher id
+    try:
+        assert (alive(gone.pid), alive(gone.pid, group=True), alive(later.pid, group=True)) == (
+            False, False, True)
+    finally:
+        later.kill()
+        later.wait()
+        gone.wait()
+
+
+def test_each_call_adds_one_log_section(tmp_path: Path) -> None:
+    log = tmp_path / "task.log"
+    ok = ProcResult(0, "out", "err", 1.234)
+    assert append_log(log, "plan via claude", ok) == "plan via claude (exit 0, 1.23s)"
+    append_log(log, "review 1 via claude", ProcResult(-1, "", "", 0.5, timed_out=True), output=False)
+    append_log(log, "review 2 via claude", ProcResult(-1, "", "", 0.0, error="cannot start x: gone"),
+               output=False)
+    assert log.read_text() == (
+        "===== plan via claude (exit 0, 1.23s) =====\n----- stdout -----\nout\n----- stderr -----\nerr\n"
+        "===== review 1 via claude (timed out, 0.50s) =====\n"
+        "===== review 2 via claude (exit -1, 0.00s) =====\nerror: cannot start x: gone\n")
+
+
+def test_a_group_led_by_a_process_outside_a_new_session_is_alive() -> None:
+    member = subprocess.Popen(["sleep", "30"], process_group=0)  # its own group, our session
+    try:
+        assert alive(member.pid, group=True)
+    finally:
+        member.kill()
+        member.wait()
+
+
+def test_stopping_a_group_without_a_reaper_ends_once_only_zombies_are_left() -> None:
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    stop_pgid(leader.pid, grace=20)  # nobody reaps the leader: its zombie must not count
+    assert (leader.wait(), alive(leader.pid, group=True)) == (-signal.SIGTERM, False)
+
+
+SWEEP_PROBE = """
+import os, subprocess, sys
+from nightshift_tasks import signals
+from nightshift_tasks.process import run_process
+signals.become_subreaper()  # as in doit's processes: sweep() reaps what agents leave
+theirs = subprocess.Popen(["sh", "-c", "exit 3"])
+os.waitid(os.P_PID, theirs.pid, os.WEXITED | os.WNOWAIT)  # a zombie someone else will reap
+run_process(["true"], ".", 10, os.environ)
+print(theirs.wait())
+"""
+
+
+def test_an_agent_call_never_reaps_a_child_it_did_not_start(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", SWEEP_PROBE], cwd=tmp_path, check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout == "3\n"
