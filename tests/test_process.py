@@ -55,11 +55,13 @@ def test_a_working_directory_that_is_gone_is_an_error_not_an_exception(tmp_path:
     result = run_process(["true", "x"], str(tmp_path / "gone"), 10, os.environ)
     assert (result.exit_code, result.error, result.ok) == (
         -1, "cannot start true: No such file or directory", False)
+    assert 0 <= result.duration < 10
 
 
 def test_only_exit_0_in_time_without_error_is_ok(tmp_path: Path) -> None:
     signalled = run_process(["sh", "-c", "kill -TERM $$"], str(tmp_path), 10, os.environ)
     assert (signalled.exit_code, signalled.ok) == (-signal.SIGTERM, False)
+    assert 0 <= signalled.duration < 10
     assert [ProcResult(0, "", "", 1.0).ok, ProcResult(1, "", "", 1.0).ok,
             ProcResult(0, "", "", 1.0, timed_out=True).ok, ProcResult(0, "", "", 1.0, error="x").ok] == [
         True, False, False, False]
@@ -102,11 +104,13 @@ def test_an_interrupt_while_recording_the_agent_means_it_never_runs(tmp_path: Pa
         seen.append(pgid)
         raise KeyboardInterrupt("signal 15")
 
+    fds = sorted(os.listdir("/proc/self/fd"))
     with pytest.raises(KeyboardInterrupt):
         run_process(["sh", "-c", f"echo $$ > {ran}; exec sleep 300"], str(tmp_path), 30,
                     os.environ, grace=1, started=record)
     assert _gone(seen[0])
     assert not ran.exists()
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # the gate's pipe is closed too
 
 
 def test_a_kill_9_while_recording_the_agent_means_it_never_runs(tmp_path: Path) -> None:
@@ -239,6 +243,34 @@ def test_each_call_adds_one_log_section(tmp_path: Path) -> None:
         "===== plan via claude (exit 0, 1.23s) =====\n----- stdout -----\nout\n----- stderr -----\nerr\n"
         "===== review 1 via claude (timed out, 0.50s) =====\n"
         "===== review 2 via claude (exit -1, 0.00s) =====\nerror: cannot start x: gone\n")
+
+
+def test_alive_asks_about_a_process_unless_told_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    child = subprocess.Popen(["sleep", "30"])  # in our group: its pid names no group
+    try:
+        assert (alive(child.pid), alive(child.pid, group=True)) == (True, False)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_alive_when_it_cannot_tell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's process (EPERM), or a system without /proc: assume it runs."""
+    real_is_dir = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", lambda p: False if str(p) == "/proc" else real_is_dir(p))
+    assert alive(os.getpid())
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (_ for _ in ()).throw(PermissionError(1, "no")))
+    assert alive(1)
+
+
+def test_a_zombie_whose_name_has_a_parenthesis_is_not_alive(tmp_path: Path) -> None:
+    (tmp_path / "x) R y").symlink_to("/bin/true")  # /proc/<pid>/stat: "<pid> (x) R y) Z ..."
+    gone = subprocess.Popen([str(tmp_path / "x) R y")])
+    os.waitid(os.P_PID, gone.pid, os.WEXITED | os.WNOWAIT)
+    try:
+        assert not alive(gone.pid)
+    finally:
+        gone.wait()
 
 
 def test_a_group_led_by_a_process_outside_a_new_session_is_alive() -> None:
