@@ -64,9 +64,23 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "execute": ("nightshift_tasks/execute.py", ["tests/test_graph.py", "tests/test_loop.py",
                                                 "tests/test_publish.py", "tests/test_agents.py",
                                                 "tests/test_execute.py"]),
+    # test_real_clis.py's provider paths only (the whole file takes 85 s a mutant): retry
+    # and fail-over, the agent error, the usage report file, the budget after a fail-over
+    # and the wait for reservations. test_leases.py never reaches provider_agent.py.
     "provider_agent": ("nightshift_tasks/provider_agent.py", [
-        "tests/test_execute.py", "tests/test_agents.py", "tests/test_leases.py",
-        "tests/test_real_clis.py"]),
+        "tests/test_provider_agent.py", "tests/test_execute.py",
+        "tests/test_agents.py::test_an_oversized_prompt_for_the_prompt_slot_fails_naming_the_key",
+        "tests/test_agents.py::test_a_long_prompt_reaches_a_command_by_file_or_stdin",
+        "tests/test_agents.py::test_a_cli_in_local_bin_is_found_and_run_under_crons_bare_path",
+        *(f"tests/test_real_clis.py::test_{name}" for name in (
+            "copilot_adapter_reads_events_and_the_usage_report",
+            "copilot_without_login_fails_with_its_own_error_on_one_row",
+            "copilot_network_failure_is_retried_then_fails_over",
+            "an_agent_error_fails_the_task_with_the_cli_message",
+            "a_429_is_retried_then_the_chain_fails_over",
+            "usage_is_charged_to_the_provider_that_made_the_call",
+            "fail_over_reserves_from_the_provider_it_runs_on",
+            "a_task_waits_for_reservations_that_settle_below_their_estimate"))]),
 }
 
 # Turning one binary operator into each of the ten others adds near-copies of one mutant

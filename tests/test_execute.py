@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from datetime import datetime
 from itertools import pairwise
+
+import pytest
 
 from tests.conftest import Env, summary_rows
 from tests.test_real_clis import copilot_standin
@@ -15,7 +18,7 @@ from tests.test_real_clis import copilot_standin
 OK = [("plan", "ok"), ("implement", "ok"), ("review", "ok")]
 
 
-def failing_first(env: Env, failures: list[str], retries: int = 3) -> None:
+def failing_first(env: Env, failures: list[str], retries: int = 3, timeout: str = "1m") -> None:
     """The command agent prints each of `failures` (one per call, on stderr, exit 1) before
     it works; copilot (the stand-in) is the next provider."""
     queue = env.tmp / "failures"
@@ -28,7 +31,7 @@ def failing_first(env: Env, failures: list[str], retries: int = 3) -> None:
     env.projects(["alpha"])
     env.write_config({"providers": {
         "preference": ["command", "copilot"],
-        "command": {"enabled": True, "timeout": "1m", "max_retries": retries, "retry_delay": "50ms",
+        "command": {"enabled": True, "timeout": timeout, "max_retries": retries, "retry_delay": "50ms",
                     "argv": [str(agent), "{prompt}"]},
         "copilot": {"enabled": True, "binary": str(copilot_standin(env))}}})
 
@@ -70,6 +73,55 @@ def test_a_stated_reset_within_the_timeout_is_waited_for(env: Env) -> None:
     assert ("command transient failure (exit 1: rate limit exceeded: try again in 1s); retry 1/3 "
             "in 1.0s") in task_log(env)
     assert gaps(env)[0] >= 1.0
+
+
+def test_a_stated_reset_equal_to_the_calls_timeout_is_waited_for(env: Env) -> None:
+    """Only a reset past the timeout fails over: one that ends as the timeout would is waited."""
+    failing_first(env, ["rate limit exceeded: try again in 3s"], timeout="3s")
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls(env) == [("command", "plan", "transient"), *(("command", p, o) for p, o in OK)]
+    assert ("command transient failure (exit 1: rate limit exceeded: try again in 3s); retry 1/3 "
+            "in 3.0s") in task_log(env)
+
+
+def test_an_agent_killed_by_a_signal_reports_its_negative_exit(env: Env) -> None:
+    """A CLI that dies of SIGHUP (exit -1) after printing a usage limit: the failure names
+    the signal's exit status like any other non-zero one, and the chain fails over."""
+    agent = env.tmp / "hung-up-agent"
+    agent.write_text('#!/bin/sh\necho "Error: you have reached your usage limit for this month" >&2\n'
+                     'kill -HUP $$\n')
+    agent.chmod(0o755)
+    failing_first(env, [])
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
+                                                "argv": [str(agent), "{prompt}"]}}})
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls(env) == [("command", "plan", "quota"), *(("copilot", p, o) for p, o in OK)]
+    error = sqlite3.connect(env.home / "state.db").execute("SELECT error FROM calls").fetchone()
+    assert error == ("exit -1: Error: you have reached your usage limit for this month",)
+    assert ("switching to copilot for the rest of the chain: command: exit -1: Error: you have "
+            "reached your usage limit for this month") in task_log(env)
+
+
+@pytest.mark.parametrize(("level", "outputs", "prompts"), [("debug", 4, 4), ("info", 4, 0),
+                                                            ("warn", 1, 0)])
+def test_the_task_log_keeps_prompts_and_agent_output_by_logging_level(
+        env: Env, level: str, outputs: int, prompts: int) -> None:
+    """debug logs each call's prompt and output, info every call's output, warn only the
+    failed call's."""
+    failing_first(env, ["HTTP 429 too many requests"])
+    env.write_config({"logging": {"level": level}})
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls(env) == [("command", "plan", "transient"), *(("command", p, o) for p, o in OK)]
+    log = task_log(env)
+    assert log.count("----- stdout -----") == outputs
+    assert "----- stderr -----\nHTTP 429 too many requests\n" in log
+    assert re.findall(r"^----- nightshift: (.*) prompt:\n# nightshift: (\w+) phase", log, re.M) == [
+        ("plan", "plan"), ("plan", "plan"), ("implement 1", "implement"),
+        ("review 1", "review")][:prompts]
+    assert log.count("# nightshift: ") == prompts
 
 
 def gaps(env: Env) -> list[float]:
@@ -118,3 +170,54 @@ def test_after_a_budget_skip_the_projects_next_task_may_still_fit(env: Env) -> N
                                               ["command", "1", "0", "0", "1", "120000"])
     assert ("  b:dead-code: skipped: budget: needs ~150,000 tokens, 80,000 left of 200,000 (command)\n"
             in result.stdout)
+
+
+LEASE_PROBE = """import sqlite3, sys
+from datetime import datetime
+conn = sqlite3.connect(sys.argv[1])
+for provider, acquired, expires in conn.execute(
+        "SELECT provider, acquired_at, expires_at FROM leases ORDER BY id"):
+    seconds = (datetime.fromisoformat(expires) - datetime.fromisoformat(acquired)).total_seconds()
+    print(provider, seconds)
+"""
+
+
+def test_a_calls_slot_is_leased_for_its_timeout_and_a_minute_of_grace(env: Env) -> None:
+    """While a capped provider's call runs, it holds one lease that outlives the call's
+    timeout by a minute: the slot stays taken while the call may still be running."""
+    probe = env.tmp / "lease-probe.py"
+    probe.write_text(LEASE_PROBE)
+    agent = env.tmp / "lease-probing-agent"
+    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{probe}" "{env.home / "state.db"}" '
+                     f'>> "{env.tmp / "leases"}"\nexec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    env.projects(["alpha"])
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "90s", "max_concurrent": 1,
+                                                "argv": [str(agent), "{prompt}"]}}})
+    result = env.doit("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (env.tmp / "leases").read_text() == "command 150.0\n" * 3
+    conn = sqlite3.connect(env.home / "state.db")
+    assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+
+
+def test_the_usage_report_file_is_private_to_the_call_and_removed_after_it(env: Env) -> None:
+    """Each call of a command gets a fresh $NIGHTSHIFT_USAGE_FILE in the temp directory, and
+    none is left behind once the call is over."""
+    tmp = env.tmp / "tmpdir"
+    tmp.mkdir()
+    seen = env.tmp / "usage-files"
+    agent = env.tmp / "usage-file-agent"
+    agent.write_text(f'#!/bin/sh\nls -l "$NIGHTSHIFT_USAGE_FILE" | cut -c1-10 >> "{seen}"\n'
+                     f'echo "$NIGHTSHIFT_USAGE_FILE" >> "{seen}"\nexec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    env.projects(["alpha"])
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
+                                                "argv": [str(agent), "{prompt}"]}}})
+    result = env.doit("run", TMPDIR=str(tmp))
+    assert result.returncode == 0, result.stdout + result.stderr
+    modes, paths = seen.read_text().splitlines()[::2], seen.read_text().splitlines()[1::2]
+    assert modes == ["-rw-------"] * 3
+    assert len(set(paths)) == 3
+    assert all(re.fullmatch(rf"{re.escape(str(tmp))}/nightshift-usage-\w+\.json", p) for p in paths)
+    assert list(tmp.glob("nightshift-usage-*")) == []
