@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +225,55 @@ def test_the_usage_report_file_is_private_to_the_call_and_removed_after_it(env: 
     assert len(set(paths)) == 3
     assert all(re.fullmatch(rf"{re.escape(str(tmp))}/nightshift-usage-\w+\.json", p) for p in paths)
     assert list(tmp.glob("nightshift-usage-*")) == []
+
+
+def test_a_task_waits_for_other_tasks_reservations_at_most_the_providers_timeout(env: Env) -> None:
+    """The first task holds its reservation while its agent answers "try again in 1s" (until
+    the test lets it work); the other, which only fits once the first settles, waits the
+    provider's timeout (3s), not longer, and is skipped. Then the first completes."""
+    works = env.tmp / "works"
+    agent = env.tmp / "limited-agent"
+    agent.write_text(f'#!/bin/sh\n[ -e "{works}" ] || {{ echo "rate limit exceeded: try again in 1s" >&2;'
+                     f' exit 1; }}\nexec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    env.projects(["alpha", "beta"], tasks={"enabled": ["lint-fix"]},
+                 budget={"weekly_tokens": 7 * 70_000, "max_percent": 100, "reserve_percent": 0})
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "3s", "max_retries": 1000,
+                                                "argv": [str(agent), "{prompt}"]}}})
+    done: list[subprocess.CompletedProcess[str]] = []
+    runner = threading.Thread(target=lambda: done.append(env.doit("run", "-n", "2")))
+    runner.start()
+    skipped: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 60
+    while not skipped and time.monotonic() < deadline:
+        skipped = attempts(env, "skipped")
+        time.sleep(0.05)  # polling the ledger for the second task's outcome, not a timing guess
+    works.touch()
+    runner.join(120)
+    (result,) = done
+    assert result.returncode == 0, result.stdout + result.stderr
+    ((second, error),) = skipped
+    (first,) = {"alpha", "beta"} - {second}
+    assert error == ("budget: needs ~50,000 tokens, 20,000 left of 70,000 (command); running tasks "
+                     "still hold 50,000")
+    assert [c.project for c in env.calls()] == [first] * 3
+    conn = sqlite3.connect(env.home / "state.db")
+    started, ended, log = conn.execute("SELECT started_at, ended_at, log_path FROM attempts WHERE "
+                                       "status = 'skipped'").fetchone()
+    assert (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() >= 3
+    assert ("waiting for running tasks to settle their command reservations: needs ~50,000 "
+            "tokens, 20,000 left of 70,000 while they hold 50,000") in Path(log).read_text()
+    rows = summary_rows(result.stdout)
+    assert (rows[first][:5], rows[second][:5]) == (["command", "1", "0", "0", "0"],
+                                                   ["command", "0", "0", "0", "1"])
+
+
+def attempts(env: Env, status: str) -> list[tuple[str, str]]:
+    """(project, error) of the attempts with `status`, once the ledger exists."""
+    try:
+        conn = sqlite3.connect(f"file:{env.home / 'state.db'}?mode=ro", uri=True)
+        rows = conn.execute("SELECT project_path, error FROM attempts WHERE status = ?",
+                            (status,)).fetchall()
+    except sqlite3.OperationalError:  # not created or not migrated yet
+        return []
+    return [(path.rsplit("/", 1)[1], error) for path, error in rows]
