@@ -331,3 +331,18 @@ def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> No
     assert git(world.origin, "rev-parse", "nightshift/lint-fix~1") == git(seed, "rev-parse", "develop")
     (pr,) = world.prs()
     assert pr["baseRefName"] == "develop"
+
+
+def test_local_mode_never_fetches_the_remote(world: World) -> None:
+    """publish.mode local: the branch only, no network. A commit pushed upstream after the
+    clone stays unfetched, and the work starts from the remote branch as last fetched."""
+    seed = world.env.tmp / "seed"
+    before = git(world.repo, "rev-parse", "origin/main")
+    (seed / "LATER.md").write_text("pushed after the clone\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "later")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert git(world.repo, "rev-parse", "origin/main") == before
+    assert git(world.repo, "rev-parse", "nightshift/lint-fix~1") == before
