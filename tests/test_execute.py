@@ -61,6 +61,23 @@ def test_a_quota_fails_over_at_once(env: Env) -> None:
             "reached your usage limit for this month") in task_log(env)
 
 
+def test_a_forced_rerun_starts_where_the_chain_failed_over_unless_that_provider_is_dropped(env: Env) -> None:
+    """A forced rerun the same day (`task=<slug>`) starts on the provider the chain failed
+    over to; once the config drops that provider, on the first of the project's providers."""
+    failing_first(env, ["Error: you have reached your usage limit for this month"])
+    assert env.doit("run").returncode == 0
+    forced = env.doit("run", "task=lint-fix")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert calls(env)[4:] == [("copilot", p, o) for p, o in OK]
+    env.write_config({"providers": {"preference": ["command", "claude"],
+                                    "copilot": {"enabled": False},
+                                    "claude": {"enabled": True, "binary": str(env.agent)}}})
+    dropped = env.doit("run", "task=lint-fix")
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert calls(env)[7:] == [("command", p, o) for p, o in OK]
+    assert summary_rows(dropped.stdout)["alpha"][:2] == ["command", "1"]
+
+
 def test_a_stated_reset_past_the_calls_timeout_fails_over_at_once(env: Env) -> None:
     failing_first(env, ["rate limit exceeded: try again in 2 minutes"])
     result = env.doit("run")
