@@ -294,3 +294,4 @@ def attempts(env: Env, status: str) -> list[tuple[str, str]]:
     except sqlite3.OperationalError:  # not created or not migrated yet
         return []
     return [(path.rsplit("/", 1)[1], error) for path, error in rows]
+
