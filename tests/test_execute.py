@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env, summary_rows
+from tests.conftest import Env, summary_rows, summary_table
 from tests.test_real_clis import copilot_standin
 
 OK = [("plan", "ok"), ("implement", "ok"), ("review", "ok")]
@@ -295,3 +295,18 @@ def attempts(env: Env, status: str) -> list[tuple[str, str]]:
         return []
     return [(path.rsplit("/", 1)[1], error) for path, error in rows]
 
+
+
+def test_the_summary_times_a_task_from_its_start_to_its_end(env: Env) -> None:
+    """The agent time of a task: at least its three calls (the stand-in sleeps 0.2 s in
+    each), at most the whole run."""
+    env.projects(["alpha"])
+    began = time.monotonic()
+    result = env.doit("run")
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stdout + result.stderr
+    cell = summary_table(result.stdout)["alpha"]["agent time"]
+    shown = re.fullmatch(r"(\d+)ms|(\d+\.\d)s", cell)
+    assert shown, cell
+    seconds = int(shown[1]) / 1000 if shown[1] else float(shown[2])
+    assert 0.6 <= seconds <= took
