@@ -230,6 +230,9 @@ def test_a_disk_filled_during_a_task_is_recorded_and_the_chain_goes_on(
         env.home / "state.db").execute("SELECT task, status, error FROM attempts")}
     status, error = rows.pop("lint-fix")
     assert status == "failed"
+    iterations = sqlite3.connect(env.home / "state.db").execute(
+        "SELECT iterations FROM attempts WHERE task = 'lint-fix'").fetchone()
+    assert iterations == (0,)  # the loop's own count went with its exception: none recorded
     assert re.fullmatch(f"cannot write {env.home}/(state\\.db|logs/.*\\.log): the disk is full; "
                         "free space on it, then rerun", error), error
     assert rows == {"docs-backfill": ("completed", None), "dead-code": ("completed", None)}
