@@ -310,3 +310,20 @@ def test_the_summary_times_a_task_from_its_start_to_its_end(env: Env) -> None:
     assert shown, cell
     seconds = int(shown[1]) / 1000 if shown[1] else float(shown[2])
     assert 0.6 <= seconds <= took
+
+
+def test_a_task_another_host_did_today_is_skipped_even_when_forced_by_doit(env: Env) -> None:
+    """`doit run -a` on another host (a fleet's machine, here the same ledger under a second
+    host id) skips the task that host did today: the claim says why, nothing runs, and the
+    row shows the project's first provider and next to no time."""
+    failing_first(env, [])  # command, then copilot: the first provider is the one shown
+    repo = env.tmp / "repos" / "alpha"
+    assert env.doit("run", NIGHTSHIFT_HOST_ID="first").returncode == 0
+    result = env.doit("run", "-a", "alpha", NIGHTSHIFT_HOST_ID="second")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(env.calls()) == 3
+    assert (f"  alpha:lint-fix: skipped: lint-fix was already done today in {repo} on first "
+            "(completed)\n") in result.stdout
+    row = summary_table(result.stdout)["alpha"]
+    assert (row["provider"], row["skipped"]) == ("command", "1")
+    assert re.fullmatch(r"\d+ms", row["agent time"]), row["agent time"]
