@@ -275,8 +275,10 @@ def test_a_task_waits_for_other_tasks_reservations_at_most_the_providers_timeout
                      "still hold 50,000")
     assert [c.project for c in env.calls()] == [first] * 3
     conn = sqlite3.connect(env.home / "state.db")
-    started, ended, log = conn.execute("SELECT started_at, ended_at, log_path FROM attempts WHERE "
-                                       "status = 'skipped'").fetchone()
+    started, ended, log, iterations, failure = conn.execute(
+        "SELECT started_at, ended_at, log_path, iterations, failure FROM attempts WHERE "
+        "status = 'skipped'").fetchone()
+    assert (iterations, failure) == (0, "not-started")  # no token spent: the next run retries it
     assert (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds() >= 3
     assert ("waiting for running tasks to settle their command reservations: needs ~50,000 "
             "tokens, 20,000 left of 70,000 while they hold 50,000") in Path(log).read_text()
