@@ -329,3 +329,25 @@ def test_a_task_another_host_did_today_is_skipped_even_when_forced_by_doit(env: 
     row = summary_table(result.stdout)["alpha"]
     assert (row["provider"], row["skipped"]) == ("command", "1")
     assert re.fullmatch(r"\d+ms", row["agent time"]), row["agent time"]
+
+
+CLAIM_PROBE = """import sqlite3, sys
+print(*sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM claims").fetchone())
+"""
+
+
+def test_a_project_is_unclaimed_once_its_chain_is_done(env: Env) -> None:
+    """One worker, two projects of one task each: while the second works, the first's
+    finished chain no longer holds its claim (another machine may take it up at once)."""
+    probe = env.tmp / "claim-probe.py"
+    probe.write_text(CLAIM_PROBE)
+    agent = env.tmp / "claim-probing-agent"
+    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{probe}" "{env.home / "state.db"}" '
+                     f'>> "{env.tmp / "claims"}"\nexec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    env.projects(["alpha", "beta"])
+    env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
+                                                "argv": [str(agent), "{prompt}"]}}})
+    result = env.doit("run", "-n", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (env.tmp / "claims").read_text() == "1\n" * 6
