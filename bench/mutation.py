@@ -64,8 +64,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "execute": ("nightshift_tasks/execute.py", [
         "tests/test_graph.py", "tests/test_loop.py", "tests/test_publish.py", "tests/test_agents.py",
         "tests/test_execute.py",
-        # the paths only a fault reaches: a full disk, Ctrl-C, the window closing, a mirror's fetch
+        # the paths only a fault reaches: a full disk, a read-only log directory, Ctrl-C, the
+        # window closing, a mirror's fetch
         "tests/test_storage.py::test_a_disk_filled_during_a_task_is_recorded_and_the_chain_goes_on",
+        "tests/test_storage.py::test_a_task_log_that_cannot_be_made_fails_the_task_with_one_line",
         "tests/test_shutdown.py::test_ctrl_c_twice_stops_the_run_its_agents_group_included_with_exit_130",
         "tests/test_window.py::test_a_window_that_closes_mid_run_starts_no_new_task_and_the_overrun_is_noted",
         "tests/test_mirrors.py::test_a_failed_fetch_fails_that_task_and_the_next_run_tries_again"]),

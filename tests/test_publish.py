@@ -343,6 +343,7 @@ def test_local_mode_never_fetches_the_remote(world: World) -> None:
     git(seed, "add", ".")
     git(seed, "commit", "-q", "-m", "later")
     git(seed, "push", "-q", "origin", "HEAD:main")
+    world.config(mode="local")  # as written in a config, not the default
     result = world.run()
     assert result.returncode == 0, result.stdout + result.stderr
     assert git(world.repo, "rev-parse", "origin/main") == before
