@@ -63,12 +63,37 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                         "tests/test_publish.py"]),
     "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_publish_lease.py",
                                                 "tests/test_git_safety.py"]),
-    "execute": ("nightshift_tasks/execute.py", ["tests/test_graph.py", "tests/test_loop.py",
-                                                "tests/test_publish.py", "tests/test_agents.py",
-                                                "tests/test_execute.py"]),
+    "execute": ("nightshift_tasks/execute.py", [
+        "tests/test_graph.py", "tests/test_loop.py", "tests/test_publish.py", "tests/test_agents.py",
+        "tests/test_execute.py",
+        # the paths only a fault reaches: a full disk, a read-only log directory, Ctrl-C, the
+        # window closing, a mirror's fetch
+        "tests/test_storage.py::test_a_disk_filled_during_a_task_is_recorded_and_the_chain_goes_on",
+        "tests/test_storage.py::test_a_task_log_that_cannot_be_made_fails_the_task_with_one_line",
+        "tests/test_shutdown.py::test_ctrl_c_twice_stops_the_run_its_agents_group_included_with_exit_130",
+        "tests/test_window.py::test_a_window_that_closes_mid_run_starts_no_new_task_and_the_overrun_is_noted",
+        "tests/test_mirrors.py::test_a_failed_fetch_fails_that_task_and_the_next_run_tries_again"]),
+    # test_real_clis.py's provider paths only (the whole file takes 85 s a mutant): retry
+    # and fail-over, the agent error, the usage report file, the budget after a fail-over
+    # and the wait for reservations. test_leases.py never reaches provider_agent.py.
     "provider_agent": ("nightshift_tasks/provider_agent.py", [
-        "tests/test_execute.py", "tests/test_agents.py", "tests/test_leases.py",
-        "tests/test_real_clis.py"]),
+        "tests/test_provider_agent.py", "tests/test_execute.py",
+        "tests/test_agents.py::test_an_oversized_prompt_for_the_prompt_slot_fails_naming_the_key",
+        "tests/test_agents.py::test_a_long_prompt_reaches_a_command_by_file_or_stdin",
+        "tests/test_agents.py::test_a_cli_in_local_bin_is_found_and_run_under_crons_bare_path",
+        *(f"tests/test_real_clis.py::test_{name}" for name in (
+            "copilot_adapter_reads_events_and_the_usage_report",
+            "copilot_without_login_fails_with_its_own_error_on_one_row",
+            "copilot_network_failure_is_retried_then_fails_over",
+            "an_agent_error_fails_the_task_with_the_cli_message",
+            "a_429_is_retried_then_the_chain_fails_over",
+            "usage_is_charged_to_the_provider_that_made_the_call",
+            "fail_over_reserves_from_the_provider_it_runs_on",
+            "a_task_waits_for_reservations_that_settle_below_their_estimate")),
+        # usage known, unknown, and of a call that never started
+        "tests/test_usage_report.py::test_reported_usage_is_recorded_and_settles_the_reservation",
+        "tests/test_usage_report.py::test_unknown_usage_keeps_the_reservation",
+        "tests/test_usage_report.py::test_a_call_that_never_started_used_nothing"]),
 }
 
 # Turning one binary operator into each of the ten others adds near-copies of one mutant

@@ -192,8 +192,11 @@ def test_an_oversized_prompt_for_the_prompt_slot_fails_naming_the_key(env: Env) 
     assert f"alpha:long-spec: failed: planning failed: plan: {message}; see " in result.stdout
     assert "Argument list too long" not in result.stdout + result.stderr
     assert env.calls() == []
-    row = sqlite3.connect(env.home / "state.db").execute("SELECT outcome, error FROM calls").fetchall()
-    assert row == [("agent", message)]
+    conn = sqlite3.connect(env.home / "state.db")
+    row = conn.execute("SELECT outcome, error, exit_code FROM calls").fetchall()
+    assert row == [("agent", message, -1)]  # -1: no exit status, as for a call that timed out
+    (log,) = conn.execute("SELECT log_path FROM attempts WHERE log_path IS NOT NULL").fetchone()
+    assert f"===== plan via command (exit -1, 0.00s) =====\nerror: {message}\n" in Path(log).read_text()
 
 
 @pytest.mark.parametrize("slot", [["{prompt_file}"], []])

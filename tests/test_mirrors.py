@@ -133,6 +133,9 @@ def test_a_failed_fetch_fails_that_task_and_the_next_run_tries_again(remote: Rem
     assert summary_rows(failed.stdout)["alpha"][:3] == ["command", "0", "1"]
     assert f"mirror of {remote.url}: git fetch: " in failed.stdout
     assert env.calls() == []  # no agent call, no token spent
+    row = sqlite3.connect(env.home / "state.db").execute(
+        "SELECT status, iterations, failure FROM attempts WHERE status != 'planned'").fetchall()
+    assert row == [("failed", 0, "not-started")]
     moved.rename(remote.origin)
     again = env.doit("run")  # a failure before any token is not final for the day
     assert again.returncode == 0, again.stdout + again.stderr

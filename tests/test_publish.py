@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -331,3 +332,35 @@ def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> No
     assert git(world.origin, "rev-parse", "nightshift/lint-fix~1") == git(seed, "rev-parse", "develop")
     (pr,) = world.prs()
     assert pr["baseRefName"] == "develop"
+
+
+def test_local_mode_never_fetches_the_remote(world: World) -> None:
+    """publish.mode local: the branch only, no network. A commit pushed upstream after the
+    clone stays unfetched, and the work starts from the remote branch as last fetched."""
+    seed = world.env.tmp / "seed"
+    before = git(world.repo, "rev-parse", "origin/main")
+    (seed / "LATER.md").write_text("pushed after the clone\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "-q", "-m", "later")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    world.config(mode="local")  # as written in a config, not the default
+    result = world.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert git(world.repo, "rev-parse", "origin/main") == before
+    assert git(world.repo, "rev-parse", "nightshift/lint-fix~1") == before
+
+
+def test_an_unreachable_remote_still_lets_the_work_run_and_fails_only_its_publishing(
+        world: World) -> None:
+    """push mode fetches the remote first, but a failed fetch only means an older base: the
+    task works from the remote branch as last fetched, and pushing is what fails."""
+    before = git(world.repo, "rev-parse", "origin/main")
+    world.config(mode="push")
+    world.origin.rename(world.origin.with_name("gone.git"))
+    result = world.run()
+    assert result.returncode == 1
+    assert [c.phase for c in world.env.calls()] == ["plan", "implement", "review"]
+    assert "alpha:lint-fix: failed: publish failed: git ls-remote: " in result.stdout
+    kept = re.search(r"; the work is kept at (refs/nightshift/kept/\S+)\n", result.stdout)
+    assert kept, result.stdout
+    assert git(world.repo, "rev-parse", f"{kept[1]}~1") == before

@@ -138,6 +138,8 @@ def test_an_agent_error_fails_the_task_with_the_cli_message(env: Env, stub: ApiS
     assert code == 1
     (row,) = calls(env)
     assert row["outcome"] == "agent"
+    # The CLI's own message (from its JSON result), not prefixed with its exit status.
+    assert row["error"].startswith("API Error: API returned an empty or malformed response")
     assert f"alpha:lint-fix: failed: planning failed: plan: {row['error']}" in out
 
 

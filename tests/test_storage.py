@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -230,10 +231,34 @@ def test_a_disk_filled_during_a_task_is_recorded_and_the_chain_goes_on(
         env.home / "state.db").execute("SELECT task, status, error FROM attempts")}
     status, error = rows.pop("lint-fix")
     assert status == "failed"
+    iterations = sqlite3.connect(env.home / "state.db").execute(
+        "SELECT iterations FROM attempts WHERE task = 'lint-fix'").fetchone()
+    assert iterations == (0,)  # the loop's own count went with its exception: none recorded
     assert re.fullmatch(f"cannot write {env.home}/(state\\.db|logs/.*\\.log): the disk is full; "
                         "free space on it, then rerun", error), error
     assert rows == {"docs-backfill": ("completed", None), "dead-code": ("completed", None)}
     assert f"alpha:lint-fix: failed: {error}" in result.stdout
+
+
+def test_a_task_log_that_cannot_be_made_fails_the_task_with_one_line(
+        env: Env, mounted: list[Path]) -> None:
+    """Today's log directory is read-only: the task fails before it starts, as a storage
+    fault of one line (the run exits 4), under the project's first provider."""
+    day = env.home / "logs" / date.today().isoformat()
+    day.mkdir(parents=True)
+    mount(mounted, "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(day))
+    env.projects(["alpha"])
+    env.write_config({"providers": {"preference": ["command", "copilot"],
+                                    "copilot": {"enabled": True, "binary": str(env.agent)}}})
+    result = env.doit("run")
+    assert result.returncode == storage.EXIT_STORAGE, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert env.calls() == []
+    error = (f"cannot write {re.escape(str(day))}/alpha--lint-fix--"
+             r"\d{8}-\d{6}-\d+\.log: the file system is read-only; remount it read-write or point "
+             r"\$NIGHTSHIFT_HOME elsewhere")
+    assert re.search(f"  alpha:lint-fix: failed: {error}\n", result.stdout), result.stdout
+    assert summary_rows(result.stdout)["alpha"][:3] == ["command", "0", "1"]
 
 
 def test_a_read_only_home_fails_with_one_line(ran: Env, mounted: list[Path]) -> None:

@@ -89,4 +89,6 @@ def test_a_window_that_closes_mid_run_starts_no_new_task_and_the_overrun_is_note
     closed = f"the time window {span['start']}-{span['end']} (local time) closed before this task could start"
     assert (rows["alpha"]["completed"], rows["alpha"]["skipped"]) == ("1", "1")
     assert "\nResults:\n  alpha:lint-fix: ran past the end of the time window\n" in result.stdout
+    # Only that one: the skipped task, which never started, did not run past anything.
+    assert result.stdout.count("ran past the end") == 1
     assert f"\nProblems:\n  alpha:docs-backfill: skipped: {closed}\n" in result.stdout
