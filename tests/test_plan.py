@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from nightshift_tasks import state
 from nightshift_tasks.catalog import build_catalog
 from nightshift_tasks.config import open_config
 from nightshift_tasks.plan import build_plan
+from nightshift_tasks.plan_data import Options, Plan, Pool
 from tests.conftest import LAUGHS, Env, summary_rows
 
 
@@ -296,3 +298,107 @@ def test_a_projects_own_budget_percentages_set_its_allowance(env: Env) -> None:
         "budget command: 200,000 daily x (1 - 0.0% used) x 10% - 4,000 reserve = 16,000"
     assert env.doit("run").returncode == 0
     assert {c.project for c in env.calls()} == {"a"}
+
+
+def plan_in_process(env: Env, monkeypatch: pytest.MonkeyPatch, at: datetime | None = None,
+                    options: Options | None = None) -> Plan:
+    """The plan build_plan makes from env's config, without a doit subprocess."""
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    config = open_config(str(env.config), env.tmp)
+    catalog = build_catalog(config.section("tasks")["custom"])
+    return build_plan(config, catalog, state.connect(config.state_db()), at or state.now(), options)
+
+
+def test_a_closed_window_skips_every_usable_project_with_when_it_opens(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.projects(["a"], schedule={"window": {"start": "22:00", "end": "06:00", "timezone": "UTC"}})
+    noon = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    (closed,) = plan_in_process(env, monkeypatch, noon).projects
+    assert (closed.provider, closed.tasks, closed.skip_reason) == (
+        None, [], "outside the time window 22:00-06:00 (UTC); it opens 2026-11-28 22:00 UTC")
+    (ignored,) = plan_in_process(env, monkeypatch, noon, Options(ignore_window=True)).projects
+    assert (ignored.provider, ignored.tasks, ignored.skip_reason) == ("command", ["lint-fix"], None)
+
+
+def test_a_directory_without_a_repository_or_commits_is_skipped_with_its_path(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    plain, empty = env.tmp / "plain", env.tmp / "empty"
+    plain.mkdir()
+    empty.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=empty, check=True)
+    env.write_config({"projects": [{"path": str(plain)}, {"path": str(empty)}, {"path": str(a)}]})
+    assert [(p.name, p.tasks, p.skip_reason) for p in plan_in_process(env, monkeypatch).projects] == [
+        ("plain", [], f"not a git repository: {plain}"),
+        ("empty", [], f"git repository has no commits: {empty}"),
+        ("a", ["lint-fix"], None)]
+
+
+def test_todays_chain_keeps_its_provider_with_the_others_as_fail_over_and_their_pools(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain planned by an earlier run today is resumed on its own provider, and still
+    carries every candidate's allowance (unless the budget is ignored)."""
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix", "dead-code"],
+                     "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.tasks, resumed.fallbacks, resumed.allowance) == (
+        "command", ["lint-fix", "dead-code"], ["copilot"], 140_000)
+    assert resumed.pools == {
+        "command": Pool(140_000, {"lint-fix": 50_000, "dead-code": 150_000}),
+        "copilot": Pool(70_000, {"lint-fix": 50_000, "dead-code": 150_000})}
+    assert list(resumed.equations) == ["command", "copilot"]
+    (ignored,) = plan_in_process(env, monkeypatch, options=Options(ignore_budget=True)).projects
+    assert (ignored.provider, ignored.fallbacks, ignored.allowance, ignored.pools, ignored.equations) == (
+        "command", ["copilot"], None, {}, {})
+
+
+def test_a_resumed_chain_still_carries_its_tasks_requests(env: Env,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"], integrations={"task_sources": [{"file": "TODO.md"}]})
+    (a / "TODO.md").write_text("docs-backfill: cover the flags\n")
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["docs-backfill"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.tasks, resumed.done, resumed.sources) == (
+        ["docs-backfill"], [], {"docs-backfill": ["TODO.md:1: docs-backfill: cover the flags"]})
+
+
+def test_an_exhausted_provider_is_passed_over_for_the_next_one(env: Env,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """copilot's 7 tokens a week are 1 a day, and 75% of 1 less its reserve is 0 tokens."""
+    env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    (a,) = plan_in_process(env, monkeypatch).projects
+    assert (a.provider, a.tasks, a.fallbacks, a.allowance, list(a.pools)) == (
+        "command", ["lint-fix"], [], 140_000, ["command"])
+    env.write_config({"budget": {"weekly_tokens": 7}})
+    (none,) = plan_in_process(env, monkeypatch).projects
+    assert (none.provider, none.tasks, none.skip_reason) == (
+        None, [], "no provider: copilot budget exhausted (0% used); command budget exhausted (0% used)")
+
+
+def test_one_problem_in_a_projects_own_config_is_the_whole_reason(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    (a / "nightshift.yaml").write_text("schedule: {max_tasks: 3}\n")
+    (skipped,) = plan_in_process(env, monkeypatch).projects
+    problem = ("line 1, column 12: schedule.max_tasks: cannot be set per project; allowed here: "
+               f"{ALLOWED_HERE}")
+    assert (skipped.provider, skipped.tasks, skipped.skip_reason, skipped.warnings) == (
+        None, [], f"invalid config: nightshift.yaml: {problem}",
+        (f"config error: {a / 'nightshift.yaml'}: {problem}",))
