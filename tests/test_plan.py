@@ -386,6 +386,10 @@ def test_an_exhausted_provider_is_passed_over_for_the_next_one(env: Env,
     (a,) = plan_in_process(env, monkeypatch).projects
     assert (a.provider, a.tasks, a.fallbacks, a.allowance, list(a.pools)) == (
         "command", ["lint-fix"], [], 140_000, ["command"])
+    env.write_config({"budget": {"weekly_tokens": 14}})  # 2 a day: an allowance of 1 token is some
+    (poor,) = plan_in_process(env, monkeypatch).projects
+    assert (poor.provider, poor.tasks, poor.skip_reason) == (
+        None, [], "no task can run: 3 over budget (allowance 1 (command))")
     env.write_config({"budget": {"weekly_tokens": 7}})
     (none,) = plan_in_process(env, monkeypatch).projects
     assert (none.provider, none.tasks, none.skip_reason) == (
@@ -402,3 +406,24 @@ def test_one_problem_in_a_projects_own_config_is_the_whole_reason(
     assert (skipped.provider, skipped.tasks, skipped.skip_reason, skipped.warnings) == (
         None, [], f"invalid config: nightshift.yaml: {problem}",
         (f"config error: {a / 'nightshift.yaml'}: {problem}",))
+
+
+def test_a_finished_chain_asks_no_task_source_and_an_unfinished_one_does(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources are asked only for work still to run (`gh` is not installed here, so asking
+    shows as its warning)."""
+    done, todo = env.projects(["done", "todo"], integrations={"task_sources": [{"github_issues": True}]})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    today = state.now().date().isoformat()
+    chain = state.open_chain(conn, str(done), today, ["lint-fix"], "command", "r1")
+    attempt = state.start_attempt(conn, chain, "r1", str(done), "lint-fix", "command", 1, "log")
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    state.open_chain(conn, str(todo), today, ["lint-fix"], "command", "r1")
+    plans = {p.name: p for p in plan_in_process(env, monkeypatch).projects}
+    finished, resumed = plans["done"], plans["todo"]
+    assert (finished.finished_today, finished.warnings) == (True, ())
+    assert (resumed.finished_today, resumed.warnings) == (False, (
+        "task source github_issues: `gh` is not installed (not on PATH; `nightshift-tasks doctor` "
+        "explains); skipped",))
