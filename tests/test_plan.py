@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -427,3 +427,78 @@ def test_a_finished_chain_asks_no_task_source_and_an_unfinished_one_does(
     assert (resumed.finished_today, resumed.warnings) == (False, (
         "task source github_issues: `gh` is not installed (not on PATH; `nightshift-tasks doctor` "
         "explains); skipped",))
+
+
+def test_a_project_finished_today_does_not_count_towards_max_projects(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    done, other = env.projects(["done", "other"], schedule={"max_projects": 1})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    chain = state.open_chain(conn, str(done), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    attempt = state.start_attempt(conn, chain, "r1", str(done), "lint-fix", "command", 1, "log")
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    env.write_config({"projects": [{"path": str(done), "priority": 3}, {"path": str(other)}]})
+    assert [(p.name, p.tasks, p.finished_today, p.skip_reason)
+            for p in plan_in_process(env, monkeypatch).projects] == [
+        ("done", ["lint-fix"], True, None), ("other", ["lint-fix"], False, None)]
+
+
+def test_two_problems_in_a_projects_own_config_say_one_more(env: Env,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    (a / "nightshift.yaml").write_text("schedule: {max_tasks: 3}\nbudget: {mode: weekly}\n")
+    (skipped,) = plan_in_process(env, monkeypatch).projects
+    assert skipped.skip_reason == (
+        "invalid config: nightshift.yaml: line 2, column 10: budget.mode: cannot be set per project; "
+        f"allowed here: {ALLOWED_HERE} (+1 more, listed as warnings)")
+    assert len(skipped.warnings) == 2
+
+
+def test_fail_over_is_every_other_usable_provider_in_preference_order(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned fresh, the first usable provider runs and the rest are its fail-over; resuming
+    today's chain on the middle one, the others on both sides of it are."""
+    (a,) = env.projects(["a"])
+    providers: dict[str, object] = {"preference": ["codex", "command", "copilot"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]}}
+    for name in ("codex", "copilot"):
+        cli = env.tmp / name
+        cli.write_text("#!/bin/sh\n")
+        cli.chmod(0o755)
+        providers[name] = {"enabled": True, "binary": str(cli)}
+    env.write_config({"providers": providers})
+    (fresh,) = plan_in_process(env, monkeypatch).projects
+    assert (fresh.provider, fresh.fallbacks, list(fresh.pools)) == (
+        "codex", ["command", "copilot"], ["codex", "command", "copilot"])
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.fallbacks, list(resumed.pools)) == (
+        "command", ["codex", "copilot"], ["command", "codex", "copilot"])
+
+
+def test_a_forced_task_that_needs_exactly_the_allowance_is_planned(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """350,000 a week is 50,000 a day, all of it allowed: lint-fix's low tier max."""
+    env.projects(["a"], budget={"weekly_tokens": 350_000, "max_percent": 100, "reserve_percent": 0})
+    (a,) = plan_in_process(env, monkeypatch, options=Options(force_task="lint-fix")).projects
+    assert (a.provider, a.tasks, a.allowance, a.skip_reason) == ("command", ["lint-fix"], 50_000, None)
+
+
+def test_selection_uses_the_estimate_learned_from_the_providers_runs(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dead-code's medium tier max (150,000) is over the allowance of 140,000; a measured run
+    of 100,000 tokens on the provider (of another project, a day earlier) makes it fit."""
+    env.projects(["a"], tasks={"enabled": ["dead-code"]}, budget={"weekly_tokens": 1_400_000})
+    (before,) = plan_in_process(env, monkeypatch).projects
+    assert (before.tasks, before.skip_reason) == (
+        [], "no task can run: 1 over budget (allowance 140,000 (command))")
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    other = str(env.tmp / "other")
+    chain = state.open_chain(conn, other, state.now().date().isoformat(), ["dead-code"], "command", "r0")
+    attempt = state.start_attempt(conn, chain, "r0", other, "dead-code", "command", 1, "log")
+    state.record_call(conn, attempt, "plan", "command", state.now(), 0, "ok", None, {"tokens": 100_000})
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    (after,) = plan_in_process(env, monkeypatch, state.now() + timedelta(days=1)).projects
+    assert (after.provider, after.tasks, after.pools) == (
+        "command", ["dead-code"], {"command": Pool(140_000, {"dead-code": 100_000})})
