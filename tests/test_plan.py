@@ -502,3 +502,12 @@ def test_selection_uses_the_estimate_learned_from_the_providers_runs(
     (after,) = plan_in_process(env, monkeypatch, state.now() + timedelta(days=1)).projects
     assert (after.provider, after.tasks, after.pools) == (
         "command", ["dead-code"], {"command": Pool(140_000, {"dead-code": 100_000})})
+
+
+def test_a_disabled_or_missing_provider_is_passed_over(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.projects(["a"])
+    env.write_config({"providers": {"preference": ["copilot", "claude", "command"],
+                                    "copilot": {"enabled": False},
+                                    "claude": {"enabled": True, "binary": str(env.tmp / "no-claude")}}})
+    (a,) = plan_in_process(env, monkeypatch).projects
+    assert (a.provider, a.tasks, a.fallbacks) == ("command", ["lint-fix"], [])
