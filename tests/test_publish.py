@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from nightshift_tasks.publish import PublishError, gh
+from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
 FAKE_GH = Path(__file__).with_name("fake_gh.py")
@@ -331,3 +333,53 @@ def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> No
     assert git(world.origin, "rev-parse", "nightshift/lint-fix~1") == git(seed, "rev-parse", "develop")
     (pr,) = world.prs()
     assert pr["baseRefName"] == "develop"
+
+
+def gh_spec(tmp_path: Path, url: str | None = None) -> TaskSpec:
+    """A task of project alpha (a url project when `url` is given), for calling gh directly."""
+    run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
+    settings = PublishSettings("pr", "origin", "nightshift/", "report", 3, 10, None)
+    path = "github.com/alice/alpha" if url else str(tmp_path)
+    project = ProjectSpec("alpha", path, str(tmp_path), url, ("lint-fix",), (), (), None, settings)
+    return TaskSpec(run, project, "lint-fix", "Linter Fixes", "", "pr", "low", (), None)
+
+
+def stand_in_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A `gh` that runs `script`, alone on PATH with the system's programs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "gh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize(("script", "error"), [
+    ("echo 'gh: first' >&2; echo 'retrying' >&2; echo 'HTTP 502: Bad Gateway' >&2; exit 1",
+     "gh pr list: HTTP 502: Bad Gateway"),
+    ("echo 'nothing on stderr'; echo 'not a git repository'; exit 1", "gh pr list: not a git repository"),
+    ("exit 4", "gh pr list: exit 4"),
+], ids=["stderr", "stdout", "silent"])
+def test_a_failing_gh_is_its_last_line_after_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         script: str, error: str) -> None:
+    stand_in_gh(tmp_path, monkeypatch, script)
+    with pytest.raises(PublishError) as raised:
+        gh(gh_spec(tmp_path), "pr", "list", "--state", "open")
+    assert str(raised.value) == error
+
+
+def test_a_missing_gh_says_pr_mode_needs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.local/bin gh either
+    with pytest.raises(PublishError) as raised:
+        gh(gh_spec(tmp_path), "pr", "list")
+    assert str(raised.value) == "`gh` is not installed; publish.mode pr needs it"
+
+
+def test_gh_is_told_a_url_projects_repository_and_runs_in_a_checkouts_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A url project's mirror has no work tree for gh to find the repository from."""
+    stand_in_gh(tmp_path, monkeypatch, 'echo "repo=${GH_REPO:-} cwd=$PWD"')
+    monkeypatch.delenv("GH_REPO", raising=False)
+    assert gh(gh_spec(tmp_path, url="https://github.com/alice/alpha.git"), "repo", "view") == \
+        f"repo=github.com/alice/alpha cwd={tmp_path}"
+    assert gh(gh_spec(tmp_path), "repo", "view") == f"repo= cwd={tmp_path}"
