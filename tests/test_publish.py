@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks.publish import PublishError, gh
+from nightshift_tasks.loop import LoopResult
+from nightshift_tasks.publish import CREDIT, PublishError, commit_message, gh, pr_body
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
@@ -383,3 +384,21 @@ def test_gh_is_told_a_url_projects_repository_and_runs_in_a_checkouts_own(
     assert gh(gh_spec(tmp_path, url="https://github.com/alice/alpha.git"), "repo", "view") == \
         f"repo=github.com/alice/alpha cwd={tmp_path}"
     assert gh(gh_spec(tmp_path), "repo", "view") == f"repo= cwd={tmp_path}"
+
+
+def test_the_commit_message_is_the_plan_or_else_the_summary_cut_at_2000_characters(tmp_path: Path) -> None:
+    spec = gh_spec(tmp_path)
+    planned = LoopResult("completed", 1, summary="edited", plan=" " + "p" * 2000 + "cut off\n")
+    assert commit_message(spec, planned) == (
+        f"nightshift: Linter Fixes\n\n{'p' * 2000}\n\nNightshift-Task: lint-fix\nNightshift-Run: run\n")
+    unplanned = LoopResult("completed", 1, summary=" edited one file \n")
+    assert commit_message(spec, unplanned) == (
+        "nightshift: Linter Fixes\n\nedited one file\n\nNightshift-Task: lint-fix\nNightshift-Run: run\n")
+
+
+def test_the_pr_body_has_the_summary_review_cut_at_1500_usage_credit_and_metadata(tmp_path: Path) -> None:
+    result = LoopResult("completed", 2, summary=" tidied one thing\n", review=" " + "r" * 1500 + "cut off")
+    body = pr_body(gh_spec(tmp_path), result, {"task-type": "lint-fix", "tokens": 12345})
+    assert body == (f"tidied one thing\n\n**Review:** passed after 2 iteration(s). {'r' * 1500}\n\n"
+                    f"**Measured usage:** 12,345 tokens\n\n---\n{CREDIT}\n\n<!-- nightshift:metadata\n"
+                    "task-type: lint-fix\ntokens: 12345\nnightshift:metadata -->\n")
