@@ -9,12 +9,15 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from nightshift_tasks import state
+from nightshift_tasks.db import Conn, host_id
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.publish import CREDIT, PublishError, commit_message, gh, pr_body
+from nightshift_tasks.publish import CREDIT, PublishError, _take_slot, commit_message, gh, pr_body
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
@@ -336,10 +339,11 @@ def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> No
     assert pr["baseRefName"] == "develop"
 
 
-def gh_spec(tmp_path: Path, url: str | None = None) -> TaskSpec:
-    """A task of project alpha (a url project when `url` is given), for calling gh directly."""
+def gh_spec(tmp_path: Path, url: str | None = None, open_prs: int = 3, per_hour: int = 10) -> TaskSpec:
+    """A task of project alpha (a url project when `url` is given), for calling publish's
+    functions directly."""
     run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
-    settings = PublishSettings("pr", "origin", "nightshift/", "report", 3, 10, None)
+    settings = PublishSettings("pr", "origin", "nightshift/", "report", open_prs, per_hour, None)
     path = "github.com/alice/alpha" if url else str(tmp_path)
     project = ProjectSpec("alpha", path, str(tmp_path), url, ("lint-fix",), (), (), None, settings)
     return TaskSpec(run, project, "lint-fix", "Linter Fixes", "", "pr", "low", (), None)
@@ -402,3 +406,39 @@ def test_the_pr_body_has_the_summary_review_cut_at_1500_usage_credit_and_metadat
     assert body == (f"tidied one thing\n\n**Review:** passed after 2 iteration(s). {'r' * 1500}\n\n"
                     f"**Measured usage:** 12,345 tokens\n\n---\n{CREDIT}\n\n<!-- nightshift:metadata\n"
                     "task-type: lint-fix\ntokens: 12345\nnightshift:metadata -->\n")
+
+
+def pr_ledger(tmp_path: Path, rows: list[tuple[str, str, str, int, int]]) -> Conn:
+    """The prs table with (project, branch, action, minutes ago, pid) rows of this host."""
+    conn = state.connect(tmp_path / "state.db")
+    with conn:
+        for project, branch, action, minutes, pid in rows:
+            conn.execute("INSERT INTO prs (project_path, branch, url, action, at, host, pid) VALUES "
+                         "(?, ?, '', ?, ?, ?, ?)", (project, branch, action, state.stamp(
+                             state.now() - timedelta(minutes=minutes)), host_id(), pid))
+    return conn
+
+
+def test_the_hourly_pr_cap_counts_the_last_hours_prs_and_live_reservations(tmp_path: Path) -> None:
+    spec, now = gh_spec(tmp_path, per_hour=3), state.stamp(state.now())
+    conn = pr_ledger(tmp_path, [("beta", "nightshift/a", "created", 59, 0),
+                                ("beta", "nightshift/b", "created", 61, 0),
+                                ("beta", "nightshift/c", "reserved", 1, os.getpid())])
+    assert _take_slot(spec, conn, 7, set(), now) is None  # 59 minutes ago and the live hold: 2 of 3
+    assert [tuple(r) for r in conn.execute("SELECT project_path, branch, action, attempt_id, host, pid "
+                                           "FROM prs WHERE attempt_id IS NOT NULL")] == [
+        (str(tmp_path), "nightshift/lint-fix", "reserved", 7, host_id(), os.getpid())]
+    assert _take_slot(spec, conn, 8, set(), now) == (
+        "publish.max_prs_per_hour (3) reached: 1 opened in the last hour and 2 being opened")
+
+
+def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(tmp_path: Path) -> None:
+    spec = gh_spec(tmp_path, open_prs=3)
+    listed = state.stamp(state.now() - timedelta(minutes=5))
+    conn = pr_ledger(tmp_path, [(str(tmp_path), "nightshift/held", "reserved", 10, os.getpid()),
+                                (str(tmp_path), "nightshift/new", "created", 1, 0),
+                                (str(tmp_path), "nightshift/listed", "created", 20, 0),
+                                ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid())])
+    assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
+        "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
+    assert _take_slot(gh_spec(tmp_path, open_prs=4), conn, 7, {"nightshift/listed"}, listed) is None
