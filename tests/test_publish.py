@@ -17,7 +17,7 @@ import pytest
 from nightshift_tasks import state
 from nightshift_tasks.db import Conn, host_id
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.publish import CREDIT, PublishError, _take_slot, commit_message, gh, pr_body
+from nightshift_tasks.publish import CREDIT, PublishError, _take_slot, commit_message, gh, pr_body, preflight
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
@@ -339,11 +339,12 @@ def test_the_configured_base_branch_is_where_the_work_starts(world: World) -> No
     assert pr["baseRefName"] == "develop"
 
 
-def gh_spec(tmp_path: Path, url: str | None = None, open_prs: int = 3, per_hour: int = 10) -> TaskSpec:
+def gh_spec(tmp_path: Path, url: str | None = None, open_prs: int = 3, per_hour: int = 10,
+            mode: str = "pr") -> TaskSpec:
     """A task of project alpha (a url project when `url` is given), for calling publish's
     functions directly."""
     run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
-    settings = PublishSettings("pr", "origin", "nightshift/", "report", open_prs, per_hour, None)
+    settings = PublishSettings(mode, "origin", "nightshift/", "report", open_prs, per_hour, None)
     path = "github.com/alice/alpha" if url else str(tmp_path)
     project = ProjectSpec("alpha", path, str(tmp_path), url, ("lint-fix",), (), (), None, settings)
     return TaskSpec(run, project, "lint-fix", "Linter Fixes", "", "pr", "low", (), None)
@@ -442,3 +443,47 @@ def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(t
     assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
         "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
     assert _take_slot(gh_spec(tmp_path, open_prs=4), conn, 7, {"nightshift/listed"}, listed) is None
+
+
+# Answers `gh api user` with $ANSWERS/user and `gh pr list` with $ANSWERS/prs, each failing
+# when its file is missing; every call is logged to $ANSWERS/log.
+ANSWERING_GH = """echo "$1 $2" >> "$ANSWERS/log"
+case "$1 $2" in
+  "api user") file="$ANSWERS/user" ;;
+  "pr list") file="$ANSWERS/prs" ;;
+esac
+[ -f "$file" ] || { echo "HTTP 401: Bad credentials" >&2; exit 1; }
+cat "$file"
+"""
+
+
+def test_preflight_asks_who_you_are_and_which_prs_are_open(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "remote", "add", "origin", "https://github.com/alice/alpha.git")
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    stand_in_gh(tmp_path, monkeypatch, ANSWERING_GH)
+    monkeypatch.setenv("ANSWERS", str(answers))
+    conn = pr_ledger(tmp_path, [])
+    spec = gh_spec(tmp_path)
+    assert preflight(spec, conn, 7) == ("publish: cannot tell who you are on GitHub (gh api user: HTTP 401: "
+                                        "Bad credentials); set publish.allowed_owners")
+    (answers / "user").write_text("alice\n")
+    assert preflight(spec, conn, 7) == "publish: cannot list open PRs: gh pr list: HTTP 401: Bad credentials"
+    (answers / "prs").write_text("not json")
+    assert preflight(spec, conn, 7) == ("publish: cannot list open PRs: Expecting value: line 1 column 1 "
+                                        "(char 0)")
+    (answers / "prs").write_text(json.dumps([{"number": 1, "headRefName": "nightshift/lint-fix"}]))
+    assert preflight(gh_spec(tmp_path, open_prs=1), conn, 7) is None  # updating its own PR takes no slot
+    assert conn.execute("SELECT COUNT(*) FROM prs").fetchone()[0] == 0
+    (answers / "log").unlink()
+    assert preflight(gh_spec(tmp_path, mode="push"), conn, 7) is None  # pushing needs no PR slot
+    assert (answers / "log").read_text() == "api user\n"
+    assert preflight(gh_spec(tmp_path, mode="local"), conn, 7) is None  # nor asks gh anything
+    assert (answers / "log").read_text() == "api user\n"
+    (answers / "prs").write_text(json.dumps([{"number": 1, "headRefName": "nightshift/other"},
+                                            {"number": 2, "headRefName": "mine/feature"}]))
+    assert preflight(gh_spec(tmp_path, open_prs=2), conn, 7) is None  # mine/feature is not nightshift's
+    assert preflight(gh_spec(tmp_path, open_prs=2), conn, 8) == (
+        "publish.max_open_prs_per_project (2) reached: 2 open nightshift PR(s)")
