@@ -511,3 +511,23 @@ def test_a_disabled_or_missing_provider_is_passed_over(env: Env, monkeypatch: py
                                     "claude": {"enabled": True, "binary": str(env.tmp / "no-claude")}}})
     (a,) = plan_in_process(env, monkeypatch).projects
     assert (a.provider, a.tasks, a.fallbacks) == ("command", ["lint-fix"], [])
+
+
+def test_todays_chain_keeps_an_exhausted_provider_as_fail_over_with_an_empty_pool(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's chain is kept as planned: the budget is not asked again here, the run's
+    reservation against the pool is (copilot's 7 tokens a week leave it 0 today)."""
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["command", "copilot"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.fallbacks, resumed.pools) == (
+        "command", ["copilot"], {"command": Pool(140_000, {"lint-fix": 50_000}),
+                                 "copilot": Pool(0, {"lint-fix": 50_000})})
