@@ -477,12 +477,14 @@ def test_fail_over_is_every_other_usable_provider_in_preference_order(
         "command", ["codex", "copilot"], ["command", "codex", "copilot"])
 
 
+@pytest.mark.parametrize(("slug", "daily"), [("lint-fix", 50_000), ("dead-code", 150_000)])
 def test_a_forced_task_that_needs_exactly_the_allowance_is_planned(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """350,000 a week is 50,000 a day, all of it allowed: lint-fix's low tier max."""
-    env.projects(["a"], budget={"weekly_tokens": 350_000, "max_percent": 100, "reserve_percent": 0})
-    (a,) = plan_in_process(env, monkeypatch, options=Options(force_task="lint-fix")).projects
-    assert (a.provider, a.tasks, a.allowance, a.skip_reason) == ("command", ["lint-fix"], 50_000, None)
+        env: Env, monkeypatch: pytest.MonkeyPatch, slug: str, daily: int) -> None:
+    """A week of 7 x `daily`, all of it allowed, is the task's tier max (low, medium): its
+    own estimate, not that of a task before it in the catalogue (bug-finder, high)."""
+    env.projects(["a"], budget={"weekly_tokens": 7 * daily, "max_percent": 100, "reserve_percent": 0})
+    (a,) = plan_in_process(env, monkeypatch, options=Options(force_task=slug)).projects
+    assert (a.provider, a.tasks, a.allowance, a.skip_reason) == ("command", [slug], daily, None)
 
 
 def test_selection_uses_the_estimate_learned_from_the_providers_runs(
