@@ -167,6 +167,9 @@ def test_no_diff_means_no_commit(world: World) -> None:
     assert result.returncode == 0
     assert "lint-fix: no changes" in result.stdout
     assert git(world.repo, "branch", "--list", "nightshift/*") == ""
+    (report,) = (world.env.home / "reports").glob("run-*.json")  # nothing to point the user at
+    assert [(t["status"], t["output_ref"]) for t in json.loads(report.read_text())["tasks"]] == [
+        ("completed", None)]
 
 
 def test_open_pr_cap(world: World) -> None:
