@@ -446,6 +446,8 @@ def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(t
                                 ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid())])
     assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
         "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
+    assert _take_slot(gh_spec(tmp_path, open_prs=2), conn, 7, {"nightshift/listed"}, listed) == (
+        "publish.max_open_prs_per_project (2) reached: 3 open nightshift PR(s)")  # a cap lowered since
     assert _take_slot(gh_spec(tmp_path, open_prs=4), conn, 7, {"nightshift/listed"}, listed) is None
 
 
