@@ -367,7 +367,8 @@ def stand_in_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) ->
      "gh pr list: HTTP 502: Bad Gateway"),
     ("echo 'nothing on stderr'; echo 'not a git repository'; exit 1", "gh pr list: not a git repository"),
     ("exit 4", "gh pr list: exit 4"),
-], ids=["stderr", "stdout", "silent"])
+    ("kill -9 $$", "gh pr list: exit -9"),
+], ids=["stderr", "stdout", "silent", "killed"])
 def test_a_failing_gh_is_its_last_line_after_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          script: str, error: str) -> None:
     stand_in_gh(tmp_path, monkeypatch, script)
