@@ -444,6 +444,7 @@ def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(t
                                 (str(tmp_path), "nightshift/new", "created", 1, 0),
                                 (str(tmp_path), "nightshift/listed", "created", 20, 0),
                                 (str(tmp_path), "nightshift/merged", "created", 30, 0),  # not open now
+                                (str(tmp_path), "nightshift/closed", "created", 40, 0),  # nor this one
                                 ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid())])
     assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
         "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
