@@ -16,7 +16,7 @@ import pytest
 
 from nightshift_tasks import git as ngit
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.publish import MAX_REPORT_BYTES, read_inside, save_report
+from nightshift_tasks.publish import read_inside, save_report
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env
 
@@ -270,13 +270,15 @@ def test_reading_the_report_refuses_all_but_a_plain_file(tmp_path: Path, kind: s
 
 
 def test_a_huge_report_is_cut(tmp_path: Path) -> None:
+    """At 1 MiB, as the README says."""
+    mib = 1 << 20
     reports = tmp_path / "wt" / ".nightshift" / "reports"
     reports.mkdir(parents=True)
-    (reports / "dead-code.md").write_bytes(b"x" * (MAX_REPORT_BYTES * 3))
+    (reports / "dead-code.md").write_bytes(b"x" * (mib * 3))
     run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
     settings = PublishSettings("local", "origin", "nightshift/", "report", 3, 10, None)
     project = ProjectSpec("alpha", str(tmp_path), str(tmp_path), None, ("dead-code",), (), (),
                           None, settings)
     spec = TaskSpec(run, project, "dead-code", "Dead Code Detector", "", "analysis", "low", (), None)
     saved = save_report(spec, tmp_path / "wt", LoopResult("completed", 1, summary="s"))
-    assert saved.read_bytes() == b"x" * MAX_REPORT_BYTES + b"\n\n(cut short by nightshift)\n"
+    assert saved.read_bytes() == b"x" * mib + b"\n\n(cut short by nightshift)\n"

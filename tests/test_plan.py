@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from nightshift_tasks import state
 from nightshift_tasks.catalog import build_catalog
 from nightshift_tasks.config import open_config
 from nightshift_tasks.plan import build_plan
+from nightshift_tasks.plan_data import Options, Plan, Pool
 from tests.conftest import LAUGHS, Env, summary_rows
 
 
@@ -296,3 +298,238 @@ def test_a_projects_own_budget_percentages_set_its_allowance(env: Env) -> None:
         "budget command: 200,000 daily x (1 - 0.0% used) x 10% - 4,000 reserve = 16,000"
     assert env.doit("run").returncode == 0
     assert {c.project for c in env.calls()} == {"a"}
+
+
+def plan_in_process(env: Env, monkeypatch: pytest.MonkeyPatch, at: datetime | None = None,
+                    options: Options | None = None) -> Plan:
+    """The plan build_plan makes from env's config, without a doit subprocess."""
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    config = open_config(str(env.config), env.tmp)
+    catalog = build_catalog(config.section("tasks")["custom"])
+    return build_plan(config, catalog, state.connect(config.state_db()), at or state.now(), options)
+
+
+def test_a_closed_window_skips_every_usable_project_with_when_it_opens(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.projects(["a"], schedule={"window": {"start": "22:00", "end": "06:00", "timezone": "UTC"}})
+    noon = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    (closed,) = plan_in_process(env, monkeypatch, noon).projects
+    assert (closed.provider, closed.tasks, closed.skip_reason) == (
+        None, [], "outside the time window 22:00-06:00 (UTC); it opens 2026-11-28 22:00 UTC")
+    (ignored,) = plan_in_process(env, monkeypatch, noon, Options(ignore_window=True)).projects
+    assert (ignored.provider, ignored.tasks, ignored.skip_reason) == ("command", ["lint-fix"], None)
+
+
+def test_a_directory_without_a_repository_or_commits_is_skipped_with_its_path(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    plain, empty = env.tmp / "plain", env.tmp / "empty"
+    plain.mkdir()
+    empty.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=empty, check=True)
+    env.write_config({"projects": [{"path": str(plain)}, {"path": str(empty)}, {"path": str(a)}]})
+    assert [(p.name, p.tasks, p.skip_reason) for p in plan_in_process(env, monkeypatch).projects] == [
+        ("plain", [], f"not a git repository: {plain}"),
+        ("empty", [], f"git repository has no commits: {empty}"),
+        ("a", ["lint-fix"], None)]
+
+
+def test_todays_chain_keeps_its_provider_with_the_others_as_fail_over_and_their_pools(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain planned by an earlier run today is resumed on its own provider, and still
+    carries every candidate's allowance (unless the budget is ignored)."""
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix", "dead-code"],
+                     "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.tasks, resumed.fallbacks, resumed.allowance) == (
+        "command", ["lint-fix", "dead-code"], ["copilot"], 140_000)
+    assert resumed.pools == {
+        "command": Pool(140_000, {"lint-fix": 50_000, "dead-code": 150_000}),
+        "copilot": Pool(70_000, {"lint-fix": 50_000, "dead-code": 150_000})}
+    assert list(resumed.equations) == ["command", "copilot"]
+    (ignored,) = plan_in_process(env, monkeypatch, options=Options(ignore_budget=True)).projects
+    assert (ignored.provider, ignored.fallbacks, ignored.allowance, ignored.pools, ignored.equations) == (
+        "command", ["copilot"], None, {}, {})
+
+
+def test_a_resumed_chain_still_carries_its_tasks_requests(env: Env,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"], integrations={"task_sources": [{"file": "TODO.md"}]})
+    (a / "TODO.md").write_text("docs-backfill: cover the flags\n")
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["docs-backfill"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.tasks, resumed.done, resumed.sources) == (
+        ["docs-backfill"], [], {"docs-backfill": ["TODO.md:1: docs-backfill: cover the flags"]})
+
+
+def test_an_exhausted_provider_is_passed_over_for_the_next_one(env: Env,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """copilot's 7 tokens a week are 1 a day, and 75% of 1 less its reserve is 0 tokens."""
+    env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    (a,) = plan_in_process(env, monkeypatch).projects
+    assert (a.provider, a.tasks, a.fallbacks, a.allowance, list(a.pools)) == (
+        "command", ["lint-fix"], [], 140_000, ["command"])
+    env.write_config({"budget": {"weekly_tokens": 14}})  # 2 a day: an allowance of 1 token is some
+    (poor,) = plan_in_process(env, monkeypatch).projects
+    assert (poor.provider, poor.tasks, poor.skip_reason) == (
+        None, [], "no task can run: 3 over budget (allowance 1 (command))")
+    env.write_config({"budget": {"weekly_tokens": 7}})
+    (none,) = plan_in_process(env, monkeypatch).projects
+    assert (none.provider, none.tasks, none.skip_reason) == (
+        None, [], "no provider: copilot budget exhausted (0% used); command budget exhausted (0% used)")
+
+
+def test_one_problem_in_a_projects_own_config_is_the_whole_reason(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    (a / "nightshift.yaml").write_text("schedule: {max_tasks: 3}\n")
+    (skipped,) = plan_in_process(env, monkeypatch).projects
+    problem = ("line 1, column 12: schedule.max_tasks: cannot be set per project; allowed here: "
+               f"{ALLOWED_HERE}")
+    assert (skipped.provider, skipped.tasks, skipped.skip_reason, skipped.warnings) == (
+        None, [], f"invalid config: nightshift.yaml: {problem}",
+        (f"config error: {a / 'nightshift.yaml'}: {problem}",))
+
+
+def test_a_finished_chain_asks_no_task_source_and_an_unfinished_one_does(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources are asked only for work still to run (`gh` is not installed here, so asking
+    shows as its warning)."""
+    done, todo = env.projects(["done", "todo"], integrations={"task_sources": [{"github_issues": True}]})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    today = state.now().date().isoformat()
+    chain = state.open_chain(conn, str(done), today, ["lint-fix"], "command", "r1")
+    attempt = state.start_attempt(conn, chain, "r1", str(done), "lint-fix", "command", 1, "log")
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    state.open_chain(conn, str(todo), today, ["lint-fix"], "command", "r1")
+    plans = {p.name: p for p in plan_in_process(env, monkeypatch).projects}
+    finished, resumed = plans["done"], plans["todo"]
+    assert (finished.finished_today, finished.warnings) == (True, ())
+    assert (resumed.finished_today, resumed.warnings) == (False, (
+        "task source github_issues: `gh` is not installed (not on PATH; `nightshift-tasks doctor` "
+        "explains); skipped",))
+
+
+def test_a_project_finished_today_does_not_count_towards_max_projects(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    done, other = env.projects(["done", "other"], schedule={"max_projects": 1})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    chain = state.open_chain(conn, str(done), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    attempt = state.start_attempt(conn, chain, "r1", str(done), "lint-fix", "command", 1, "log")
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    env.write_config({"projects": [{"path": str(done), "priority": 3}, {"path": str(other)}]})
+    assert [(p.name, p.tasks, p.finished_today, p.skip_reason)
+            for p in plan_in_process(env, monkeypatch).projects] == [
+        ("done", ["lint-fix"], True, None), ("other", ["lint-fix"], False, None)]
+
+
+def test_two_problems_in_a_projects_own_config_say_one_more(env: Env,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (a,) = env.projects(["a"])
+    (a / "nightshift.yaml").write_text("schedule: {max_tasks: 3}\nbudget: {mode: weekly}\n")
+    (skipped,) = plan_in_process(env, monkeypatch).projects
+    assert skipped.skip_reason == (
+        "invalid config: nightshift.yaml: line 2, column 10: budget.mode: cannot be set per project; "
+        f"allowed here: {ALLOWED_HERE} (+1 more, listed as warnings)")
+    assert len(skipped.warnings) == 2
+
+
+def test_fail_over_is_every_other_usable_provider_in_preference_order(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned fresh, the first usable provider runs and the rest are its fail-over; resuming
+    today's chain on the middle one, the others on both sides of it are."""
+    (a,) = env.projects(["a"])
+    providers: dict[str, object] = {"preference": ["codex", "command", "copilot"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]}}
+    for name in ("codex", "copilot"):
+        cli = env.tmp / name
+        cli.write_text("#!/bin/sh\n")
+        cli.chmod(0o755)
+        providers[name] = {"enabled": True, "binary": str(cli)}
+    env.write_config({"providers": providers})
+    (fresh,) = plan_in_process(env, monkeypatch).projects
+    assert (fresh.provider, fresh.fallbacks, list(fresh.pools)) == (
+        "codex", ["command", "copilot"], ["codex", "command", "copilot"])
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.fallbacks, list(resumed.pools)) == (
+        "command", ["codex", "copilot"], ["command", "codex", "copilot"])
+
+
+@pytest.mark.parametrize(("slug", "daily"), [("lint-fix", 50_000), ("dead-code", 150_000)])
+def test_a_forced_task_that_needs_exactly_the_allowance_is_planned(
+        env: Env, monkeypatch: pytest.MonkeyPatch, slug: str, daily: int) -> None:
+    """A week of 7 x `daily`, all of it allowed, is the task's tier max (low, medium): its
+    own estimate, not that of a task before it in the catalogue (bug-finder, high)."""
+    env.projects(["a"], budget={"weekly_tokens": 7 * daily, "max_percent": 100, "reserve_percent": 0})
+    (a,) = plan_in_process(env, monkeypatch, options=Options(force_task=slug)).projects
+    assert (a.provider, a.tasks, a.allowance, a.skip_reason) == ("command", [slug], daily, None)
+
+
+def test_selection_uses_the_estimate_learned_from_the_providers_runs(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dead-code's medium tier max (150,000) is over the allowance of 140,000; a measured run
+    of 100,000 tokens on the provider (of another project, a day earlier) makes it fit."""
+    env.projects(["a"], tasks={"enabled": ["dead-code"]}, budget={"weekly_tokens": 1_400_000})
+    (before,) = plan_in_process(env, monkeypatch).projects
+    assert (before.tasks, before.skip_reason) == (
+        [], "no task can run: 1 over budget (allowance 140,000 (command))")
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    other = str(env.tmp / "other")
+    chain = state.open_chain(conn, other, state.now().date().isoformat(), ["dead-code"], "command", "r0")
+    attempt = state.start_attempt(conn, chain, "r0", other, "dead-code", "command", 1, "log")
+    state.record_call(conn, attempt, "plan", "command", state.now(), 0, "ok", None, {"tokens": 100_000})
+    state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
+    (after,) = plan_in_process(env, monkeypatch, state.now() + timedelta(days=1)).projects
+    assert (after.provider, after.tasks, after.pools) == (
+        "command", ["dead-code"], {"command": Pool(140_000, {"dead-code": 100_000})})
+
+
+def test_a_disabled_or_missing_provider_is_passed_over(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env.projects(["a"])
+    env.write_config({"providers": {"preference": ["copilot", "claude", "command"],
+                                    "copilot": {"enabled": False},
+                                    "claude": {"enabled": True, "binary": str(env.tmp / "no-claude")}}})
+    (a,) = plan_in_process(env, monkeypatch).projects
+    assert (a.provider, a.tasks, a.fallbacks) == ("command", ["lint-fix"], [])
+
+
+def test_todays_chain_keeps_an_exhausted_provider_as_fail_over_with_an_empty_pool(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today's chain is kept as planned: the budget is not asked again here, the run's
+    reservation against the pool is (copilot's 7 tokens a week leave it 0 today)."""
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
+    copilot = env.tmp / "copilot"
+    copilot.write_text("#!/bin/sh\n")
+    copilot.chmod(0o755)
+    env.write_config({"providers": {"preference": ["command", "copilot"],
+                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
+                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.fallbacks, resumed.pools) == (
+        "command", ["copilot"], {"command": Pool(140_000, {"lint-fix": 50_000}),
+                                 "copilot": Pool(0, {"lint-fix": 50_000})})

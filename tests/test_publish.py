@@ -10,10 +10,16 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from nightshift_tasks import state
+from nightshift_tasks.db import Conn, host_id
+from nightshift_tasks.loop import LoopResult
+from nightshift_tasks.publish import CREDIT, PublishError, _take_slot, commit_message, gh, pr_body, preflight
+from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
 FAKE_GH = Path(__file__).with_name("fake_gh.py")
@@ -162,6 +168,9 @@ def test_no_diff_means_no_commit(world: World) -> None:
     assert result.returncode == 0
     assert "lint-fix: no changes" in result.stdout
     assert git(world.repo, "branch", "--list", "nightshift/*") == ""
+    (report,) = (world.env.home / "reports").glob("run-*.json")  # nothing to point the user at
+    assert [(t["status"], t["output_ref"]) for t in json.loads(report.read_text())["tasks"]] == [
+        ("completed", None)]
 
 
 def test_open_pr_cap(world: World) -> None:
@@ -364,3 +373,158 @@ def test_an_unreachable_remote_still_lets_the_work_run_and_fails_only_its_publis
     kept = re.search(r"; the work is kept at (refs/nightshift/kept/\S+)\n", result.stdout)
     assert kept, result.stdout
     assert git(world.repo, "rev-parse", f"{kept[1]}~1") == before
+
+
+def gh_spec(tmp_path: Path, url: str | None = None, open_prs: int = 3, per_hour: int = 10,
+            mode: str = "pr") -> TaskSpec:
+    """A task of project alpha (a url project when `url` is given), for calling publish's
+    functions directly."""
+    run = RunSpec("run", False, "", 0.0, "", "", str(tmp_path / "out"), None, "info")
+    settings = PublishSettings(mode, "origin", "nightshift/", "report", open_prs, per_hour, None)
+    path = "github.com/alice/alpha" if url else str(tmp_path)
+    project = ProjectSpec("alpha", path, str(tmp_path), url, ("lint-fix",), (), (), None, settings)
+    return TaskSpec(run, project, "lint-fix", "Linter Fixes", "", "pr", "low", (), None)
+
+
+def stand_in_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """A `gh` that runs `script`, alone on PATH with the system's programs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "gh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize(("script", "error"), [
+    ("echo 'gh: first' >&2; echo 'retrying' >&2; echo 'HTTP 502: Bad Gateway' >&2; exit 1",
+     "gh pr list: HTTP 502: Bad Gateway"),
+    ("echo 'nothing on stderr'; echo 'not a git repository'; exit 1", "gh pr list: not a git repository"),
+    ("exit 4", "gh pr list: exit 4"),
+    ("kill -9 $$", "gh pr list: exit -9"),
+], ids=["stderr", "stdout", "silent", "killed"])
+def test_a_failing_gh_is_its_last_line_after_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         script: str, error: str) -> None:
+    stand_in_gh(tmp_path, monkeypatch, script)
+    with pytest.raises(PublishError) as raised:
+        gh(gh_spec(tmp_path), "pr", "list", "--state", "open")
+    assert str(raised.value) == error
+
+
+def test_a_missing_gh_says_pr_mode_needs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.local/bin gh either
+    with pytest.raises(PublishError) as raised:
+        gh(gh_spec(tmp_path), "pr", "list")
+    assert str(raised.value) == "`gh` is not installed; publish.mode pr needs it"
+
+
+def test_gh_is_told_a_url_projects_repository_and_runs_in_a_checkouts_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A url project's mirror has no work tree for gh to find the repository from."""
+    stand_in_gh(tmp_path, monkeypatch, 'echo "repo=${GH_REPO:-} cwd=$PWD"')
+    monkeypatch.delenv("GH_REPO", raising=False)
+    assert gh(gh_spec(tmp_path, url="https://github.com/alice/alpha.git"), "repo", "view") == \
+        f"repo=github.com/alice/alpha cwd={tmp_path}"
+    assert gh(gh_spec(tmp_path), "repo", "view") == f"repo= cwd={tmp_path}"
+
+
+def test_the_commit_message_is_the_plan_or_else_the_summary_cut_at_2000_characters(tmp_path: Path) -> None:
+    spec = gh_spec(tmp_path)
+    planned = LoopResult("completed", 1, summary="edited", plan=" " + "p" * 2000 + "cut off\n")
+    assert commit_message(spec, planned) == (
+        f"nightshift: Linter Fixes\n\n{'p' * 2000}\n\nNightshift-Task: lint-fix\nNightshift-Run: run\n")
+    unplanned = LoopResult("completed", 1, summary=" edited one file \n")
+    assert commit_message(spec, unplanned) == (
+        "nightshift: Linter Fixes\n\nedited one file\n\nNightshift-Task: lint-fix\nNightshift-Run: run\n")
+
+
+def test_the_pr_body_has_the_summary_review_cut_at_1500_usage_credit_and_metadata(tmp_path: Path) -> None:
+    result = LoopResult("completed", 2, summary=" tidied one thing\n", review=" " + "r" * 1500 + "cut off")
+    body = pr_body(gh_spec(tmp_path), result, {"task-type": "lint-fix", "tokens": 12345})
+    assert body == (f"tidied one thing\n\n**Review:** passed after 2 iteration(s). {'r' * 1500}\n\n"
+                    f"**Measured usage:** 12,345 tokens\n\n---\n{CREDIT}\n\n<!-- nightshift:metadata\n"
+                    "task-type: lint-fix\ntokens: 12345\nnightshift:metadata -->\n")
+
+
+def pr_ledger(tmp_path: Path, rows: list[tuple[str, str, str, int, int]]) -> Conn:
+    """The prs table with (project, branch, action, minutes ago, pid) rows of this host."""
+    conn = state.connect(tmp_path / "state.db")
+    with conn:
+        for project, branch, action, minutes, pid in rows:
+            conn.execute("INSERT INTO prs (project_path, branch, url, action, at, host, pid) VALUES "
+                         "(?, ?, '', ?, ?, ?, ?)", (project, branch, action, state.stamp(
+                             state.now() - timedelta(minutes=minutes)), host_id(), pid))
+    return conn
+
+
+def test_the_hourly_pr_cap_counts_the_last_hours_prs_and_live_reservations(tmp_path: Path) -> None:
+    spec, now = gh_spec(tmp_path, per_hour=3), state.stamp(state.now())
+    conn = pr_ledger(tmp_path, [("beta", "nightshift/a", "created", 59, 0),
+                                ("beta", "nightshift/b", "created", 61, 0),
+                                ("beta", "nightshift/c", "reserved", 1, os.getpid())])
+    assert _take_slot(spec, conn, 7, set(), now) is None  # 59 minutes ago and the live hold: 2 of 3
+    assert [tuple(r) for r in conn.execute("SELECT project_path, branch, action, attempt_id, host, pid "
+                                           "FROM prs WHERE attempt_id IS NOT NULL")] == [
+        (str(tmp_path), "nightshift/lint-fix", "reserved", 7, host_id(), os.getpid())]
+    assert _take_slot(spec, conn, 8, set(), now) == (
+        "publish.max_prs_per_hour (3) reached: 1 opened in the last hour and 2 being opened")
+
+
+def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(tmp_path: Path) -> None:
+    spec = gh_spec(tmp_path, open_prs=3)
+    listed = state.stamp(state.now() - timedelta(minutes=5))
+    conn = pr_ledger(tmp_path, [(str(tmp_path), "nightshift/held", "reserved", 10, os.getpid()),
+                                (str(tmp_path), "nightshift/new", "created", 1, 0),
+                                (str(tmp_path), "nightshift/listed", "created", 20, 0),
+                                (str(tmp_path), "nightshift/merged", "created", 30, 0),  # not open now
+                                (str(tmp_path), "nightshift/closed", "created", 40, 0),  # nor this one
+                                ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid())])
+    assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
+        "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
+    assert _take_slot(gh_spec(tmp_path, open_prs=2), conn, 7, {"nightshift/listed"}, listed) == (
+        "publish.max_open_prs_per_project (2) reached: 3 open nightshift PR(s)")  # a cap lowered since
+    assert _take_slot(gh_spec(tmp_path, open_prs=4), conn, 7, {"nightshift/listed"}, listed) is None
+
+
+# Answers `gh api user` with $ANSWERS/user and `gh pr list` with $ANSWERS/prs, each failing
+# when its file is missing; every call is logged to $ANSWERS/log.
+ANSWERING_GH = """echo "$1 $2" >> "$ANSWERS/log"
+case "$1 $2" in
+  "api user") file="$ANSWERS/user" ;;
+  "pr list") file="$ANSWERS/prs" ;;
+esac
+[ -f "$file" ] || { echo "HTTP 401: Bad credentials" >&2; exit 1; }
+cat "$file"
+"""
+
+
+def test_preflight_asks_who_you_are_and_which_prs_are_open(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "remote", "add", "origin", "https://github.com/alice/alpha.git")
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    stand_in_gh(tmp_path, monkeypatch, ANSWERING_GH)
+    monkeypatch.setenv("ANSWERS", str(answers))
+    conn = pr_ledger(tmp_path, [])
+    spec = gh_spec(tmp_path)
+    assert preflight(spec, conn, 7) == ("publish: cannot tell who you are on GitHub (gh api user: HTTP 401: "
+                                        "Bad credentials); set publish.allowed_owners")
+    (answers / "user").write_text("alice\n")
+    assert preflight(spec, conn, 7) == "publish: cannot list open PRs: gh pr list: HTTP 401: Bad credentials"
+    (answers / "prs").write_text("not json")
+    assert preflight(spec, conn, 7) == ("publish: cannot list open PRs: Expecting value: line 1 column 1 "
+                                        "(char 0)")
+    (answers / "prs").write_text(json.dumps([{"number": 1, "headRefName": "nightshift/lint-fix"}]))
+    assert preflight(gh_spec(tmp_path, open_prs=1), conn, 7) is None  # updating its own PR takes no slot
+    assert conn.execute("SELECT COUNT(*) FROM prs").fetchone()[0] == 0
+    (answers / "log").unlink()
+    assert preflight(gh_spec(tmp_path, mode="push"), conn, 7) is None  # pushing needs no PR slot
+    assert (answers / "log").read_text() == "api user\n"
+    assert preflight(gh_spec(tmp_path, mode="local"), conn, 7) is None  # nor asks gh anything
+    assert (answers / "log").read_text() == "api user\n"
+    (answers / "prs").write_text(json.dumps([{"number": 1, "headRefName": "nightshift/other"},
+                                            {"number": 2, "headRefName": "mine/feature"}]))
+    assert preflight(gh_spec(tmp_path, open_prs=2), conn, 7) is None  # mine/feature is not nightshift's
+    assert preflight(gh_spec(tmp_path, open_prs=2), conn, 8) == (
+        "publish.max_open_prs_per_project (2) reached: 2 open nightshift PR(s)")

@@ -262,7 +262,9 @@ def test_a_slot_released_unused_lets_the_next_task_through(world: World) -> None
 
 
 def test_a_slot_held_by_a_dead_process_is_not_counted(world: World) -> None:
-    world.config(mode="pr", max_prs_per_hour=1)
+    """Neither towards the hour's PRs nor the project's open ones, though it was reserved
+    after the open PRs were listed."""
+    world.config(mode="pr", max_prs_per_hour=1, max_open_prs_per_project=1)
     dead = subprocess.Popen(["true"])
     dead.wait()
     conn = state.connect(world.env.home / "state.db")
