@@ -140,13 +140,20 @@ class Planner:
             # Today's chain is kept as planned: resumed if interrupted, shown done if finished.
             done = [t for t in chain.tasks if t in chain.done]
             found = self._sources(data, ref) if len(done) < len(chain.tasks) else Sources((), (), ())
-            usable, _ = usable_providers(data, self.allowances, True)
-            names = [n for n, _ in usable if n != chain.provider]
+            usable, no_provider = usable_providers(data, self.allowances, True)
+            # The chain's provider, unless it has been disabled or removed since: then the
+            # first usable one (the budget is not asked again: the run's reservation is).
+            names = [n for n, _ in usable]
+            provider = chain.provider if chain.provider in names else next(iter(names), None)
+            if provider is None:
+                return self._plan(ref, context.notes, found, notes, provider=None, tasks=[],
+                                  skip_reason=no_provider)
+            names = [n for n in names if n != provider]
             pools = None if self.options.ignore_budget else {
-                n: self.allowances[n].allowance for n in [chain.provider, *names]}
-            return self._plan(ref, context.notes, found, notes, provider=chain.provider,
+                n: self.allowances[n].allowance for n in [provider, *names]}
+            return self._plan(ref, context.notes, found, notes, provider=provider,
                               tasks=chain.tasks, done=done, fallbacks=names, retried=chain.retried,
-                              allowance=pools[chain.provider] if pools else None, pools=pools,
+                              allowance=pools[provider] if pools else None, pools=pools,
                               equations=self.equations(self.allowances, pools))
         allowances = (self.allowances if data["budget"] == self.config.section("budget")
                       else self.allowances_for(data["budget"]))  # the project's own max_percent

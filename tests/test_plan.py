@@ -533,3 +533,23 @@ def test_todays_chain_keeps_an_exhausted_provider_as_fail_over_with_an_empty_poo
     assert (resumed.provider, resumed.fallbacks, resumed.pools) == (
         "command", ["copilot"], {"command": Pool(140_000, {"lint-fix": 50_000}),
                                  "copilot": Pool(0, {"lint-fix": 50_000})})
+
+
+def test_todays_chain_moves_on_when_the_config_has_dropped_its_provider(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain failed over to copilot earlier today, and copilot was disabled since: the
+    rest of the chain runs on the next usable provider, or the project is skipped."""
+    (a,) = env.projects(["a"])
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "copilot", "r1")
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "copilot": {"enabled": False}}})
+    (resumed,) = plan_in_process(env, monkeypatch).projects
+    assert (resumed.provider, resumed.tasks, resumed.fallbacks, resumed.skip_reason) == (
+        "command", ["lint-fix"], [], None)
+    env.write_config({"providers": {"preference": ["copilot", "command"],
+                                    "copilot": {"enabled": False}, "command": {"enabled": False}}})
+    (skipped,) = plan_in_process(env, monkeypatch).projects
+    assert (skipped.provider, skipped.tasks, skipped.skip_reason) == (
+        None, [], "no provider: copilot not enabled; command not enabled")
