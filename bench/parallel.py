@@ -207,20 +207,21 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
             *gaps(work / "home" / "state.db", ns.records, k), ", ".join(flags) or "ok"]
 
 
+def cell_arg(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition(":")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) > 0 and int(n) > 0):
+        raise argparse.ArgumentTypeError(f"K:N, two positive integers, not {text!r}")
+    return int(k), int(n)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only K=4, N=8 (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the best is kept")
-    parser.add_argument("--cell", action="append", metavar="K:N", default=[],
+    parser.add_argument("--cell", action="append", type=cell_arg, metavar="K:N", default=[],
                         help="run only this cell (repeatable), e.g. --cell 16:64")
     args = parser.parse_args()
-    try:
-        cells = [tuple(int(v) for v in c.split(":")) for c in args.cell]
-    except ValueError:
-        die(f"--cell takes K:N, two positive integers, not {args.cell}")
-    if any(len(c) != 2 or min(c) < 1 for c in cells):
-        die(f"--cell takes K:N, two positive integers, not {args.cell}")
-    grid = [(4, 8)] if args.quick else [(k, n) for k, n in cells] or GRID
+    grid = [(4, 8)] if args.quick else args.cell or GRID
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: nproc={cpus}, python {platform.python_version()} "
           f"({platform.python_implementation()}), {platform.system()} {platform.release()}", flush=True)

@@ -138,13 +138,16 @@ def remove_worktree(path: str, worktree: Path, box: Worktree | None = None) -> N
     """Drop the worktree (the branch stays), files first: git refuses to remove a worktree
     whose `.git` file the agent rewrote, but forgets a missing one. With the `box` as made,
     forgetting it is removing its entry under `<common dir>/worktrees/`, what git itself
-    would do, without a git process. Leftovers
-    of a crash are pruned next run."""
+    would do, without a git process. Leftovers of a crash are pruned next run."""
     shutil.rmtree(worktree, ignore_errors=True)
-    if box and box.git_dir.parent == box.common_dir / "worktrees":
-        with contextlib.suppress(OSError):  # a symlink the agent put there goes, not its target
-            box.git_dir.unlink() if box.git_dir.is_symlink() else shutil.rmtree(box.git_dir)
-        if not os.path.lexists(box.git_dir):
+    admin = box.git_dir if box and box.git_dir.parent == box.common_dir / "worktrees" else None
+    if admin:
+        with contextlib.suppress(OSError):
+            if admin.is_symlink():  # one the agent put there goes, never its target
+                admin.unlink()
+            else:
+                shutil.rmtree(admin)
+        if not os.path.lexists(admin):
             return
     _quietly(path, "worktree", "remove", "--force", str(worktree))
 

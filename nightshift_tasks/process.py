@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from nightshift_tasks import runlock
-from nightshift_tasks.signals import GRACE_SECONDS, children, sweep
+from nightshift_tasks.signals import GRACE_SECONDS, children, stat_fields, sweep
 
 # The agent starts behind this gate: it execs only once we write "run" to its stdin, which
 # we do after its pid is in the ledger. If we die first, the pipe closes and it never runs.
@@ -53,11 +54,10 @@ def alive(pid: int, group: bool = False) -> bool:
     proc = Path("/proc")
     if not proc.is_dir():
         return True
-    for entry in proc.iterdir() if group else [proc / str(pid)]:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and (not group or int(fields[2]) == pid):
-                return True
+    for entry in [e.name for e in proc.iterdir() if e.name.isdigit()] if group else [pid]:
+        fields = stat_fields(entry)
+        if fields and fields[0] != "Z" and (not group or fields[2] == str(pid)):
+            return True
     return False
 
 
@@ -125,10 +125,17 @@ def capture(argv: list[str], cwd: str | Path, timeout: float,
             proc.kill()
             proc.wait()
             raise subprocess.TimeoutExpired(argv, timeout)
-        out.seek(0)
-        err.seek(0)
-        return (proc.returncode, out.read().decode("utf-8", "replace"),
-                err.read().decode("utf-8", "replace"))
+        stdout, stderr = _read_back(out, err)
+        return proc.returncode, stdout, stderr
+
+
+def _read_back(*files: IO[bytes]) -> list[str]:
+    """What a child wrote to each of its output files, as text."""
+    texts = []
+    for fh in files:
+        fh.seek(0)
+        texts.append(fh.read().decode("utf-8", "replace"))
+    return texts
 
 
 @contextlib.contextmanager
@@ -204,11 +211,8 @@ def run_process(argv: list[str], cwd: str, timeout: float, env: Mapping[str, str
         stop_group(proc, grace)
         sweep(keep, grace)
         runlock.beat()
-        out.seek(0)
-        err.seek(0)
-        return ProcResult(proc.returncode if not timed_out else -1,
-                          out.read().decode("utf-8", "replace"),
-                          err.read().decode("utf-8", "replace"),
+        stdout, stderr = _read_back(out, err)
+        return ProcResult(proc.returncode if not timed_out else -1, stdout, stderr,
                           time.monotonic() - start, timed_out=timed_out)
 
 

@@ -138,29 +138,25 @@ def children(zombies: bool = False) -> list[int]:
                  for pid in Path(f"/proc/{me}/task/{tid}/children").read_text().split()]
     except (OSError, ValueError):
         found = _scan_children(me)
-    return found if zombies else [pid for pid in found if _state(pid) not in ("Z", None)]
+    return found if zombies else [pid for pid in found if (stat_fields(pid) or ["Z"])[0] != "Z"]
 
 
-def _state(pid: int) -> str | None:
-    """A process's state letter from /proc (None once it is gone)."""
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...), or
+    None once the process is gone. The name is cut at its last ")": it may hold any other."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
 
 def _scan_children(me: int) -> list[int]:
     """Every process whose parent is `me`, found by reading each /proc/<pid>/stat."""
-    found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == me:
-                    found.append(int(entry.name))
-    return found
+    try:
+        pids = [entry.name for entry in os.scandir("/proc") if entry.name.isdigit()]
+    except OSError:
+        return []
+    return [int(pid) for pid in pids if (stat_fields(pid) or ["", ""])[1] == str(me)]
 
 
 def _signal_child(pid: int, sig: int) -> None:
