@@ -193,6 +193,18 @@ def test_after_a_budget_skip_the_projects_next_task_may_still_fit(env: Env) -> N
             in result.stdout)
 
 
+def probing_agent(env: Env, probe: str, out: Path) -> Path:
+    """The fake agent, after running `probe` (Python, given the ledger's path) with its
+    output appended to `out`: what the ledger holds while each call runs."""
+    script = env.tmp / f"probe-{out.name}.py"
+    script.write_text(probe)
+    agent = env.tmp / f"probing-agent-{out.name}"
+    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{script}" "{env.home / "state.db"}" '
+                     f'>> "{out}"\nexec "{env.agent}" "$@"\n')
+    agent.chmod(0o755)
+    return agent
+
+
 LEASE_PROBE = """import sqlite3, sys
 from datetime import datetime
 conn = sqlite3.connect(sys.argv[1])
@@ -206,12 +218,7 @@ for provider, acquired, expires in conn.execute(
 def test_a_calls_slot_is_leased_for_its_timeout_and_a_minute_of_grace(env: Env) -> None:
     """While a capped provider's call runs, it holds one lease that outlives the call's
     timeout by a minute: the slot stays taken while the call may still be running."""
-    probe = env.tmp / "lease-probe.py"
-    probe.write_text(LEASE_PROBE)
-    agent = env.tmp / "lease-probing-agent"
-    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{probe}" "{env.home / "state.db"}" '
-                     f'>> "{env.tmp / "leases"}"\nexec "{env.agent}" "$@"\n')
-    agent.chmod(0o755)
+    agent = probing_agent(env, LEASE_PROBE, env.tmp / "leases")
     env.projects(["alpha"])
     env.write_config({"providers": {"command": {"enabled": True, "timeout": "90s", "max_concurrent": 1,
                                                 "argv": [str(agent), "{prompt}"]}}})
@@ -339,12 +346,7 @@ print(*sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM claims").fetch
 def test_a_project_is_unclaimed_once_its_chain_is_done(env: Env) -> None:
     """One worker, two projects of one task each: while the second works, the first's
     finished chain no longer holds its claim (another machine may take it up at once)."""
-    probe = env.tmp / "claim-probe.py"
-    probe.write_text(CLAIM_PROBE)
-    agent = env.tmp / "claim-probing-agent"
-    agent.write_text(f'#!/bin/sh\n"{sys.executable}" "{probe}" "{env.home / "state.db"}" '
-                     f'>> "{env.tmp / "claims"}"\nexec "{env.agent}" "$@"\n')
-    agent.chmod(0o755)
+    agent = probing_agent(env, CLAIM_PROBE, env.tmp / "claims")
     env.projects(["alpha", "beta"])
     env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
                                                 "argv": [str(agent), "{prompt}"]}}})

@@ -13,6 +13,7 @@ import pytest
 from nightshift_tasks import state
 from nightshift_tasks.catalog import build_catalog
 from nightshift_tasks.config import open_config
+from nightshift_tasks.db import Conn
 from nightshift_tasks.plan import build_plan
 from nightshift_tasks.plan_data import Options, Plan, Pool
 from tests.conftest import LAUGHS, Env, summary_rows
@@ -271,14 +272,26 @@ def test_random_task_draws_among_the_eligible_tasks(env: Env) -> None:
     assert picks <= {"lint-fix", "docs-backfill", "dead-code"} and len(picks) > 1, drawn
 
 
-def test_info_shows_the_allowance_equation_of_every_candidate_provider(env: Env) -> None:
-    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
+def with_copilot(env: Env, preference: list[str]) -> None:
+    """copilot beside the command agent, in `preference` order: a stand-in binary, which
+    planning only looks for."""
     copilot = env.tmp / "copilot"
     copilot.write_text("#!/bin/sh\n")
     copilot.chmod(0o755)
-    env.write_config({"providers": {"preference": ["command", "copilot"],
+    env.write_config({"providers": {"preference": preference,
                                     "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
                                     "copilot": {"enabled": True, "binary": str(copilot)}}})
+
+
+def ledger(env: Env, monkeypatch: pytest.MonkeyPatch) -> Conn:
+    """env's ledger, as plan_in_process will read it."""
+    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
+    return state.connect(open_config(str(env.config), env.tmp).state_db())
+
+
+def test_info_shows_the_allowance_equation_of_every_candidate_provider(env: Env) -> None:
+    (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
+    with_copilot(env, ["command", "copilot"])
     lines = env.doit("info", "a").stdout.splitlines()
     start = lines.index(f"{a} (provider command, allowance 140,000 tokens)")
     assert lines[start + 1:start + 3] == [
@@ -339,14 +352,8 @@ def test_todays_chain_keeps_its_provider_with_the_others_as_fail_over_and_their_
     """A chain planned by an earlier run today is resumed on its own provider, and still
     carries every candidate's allowance (unless the budget is ignored)."""
     (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 700_000}})
-    copilot = env.tmp / "copilot"
-    copilot.write_text("#!/bin/sh\n")
-    copilot.chmod(0o755)
-    env.write_config({"providers": {"preference": ["copilot", "command"],
-                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
-                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
-    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    with_copilot(env, ["copilot", "command"])
+    conn = ledger(env, monkeypatch)
     state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix", "dead-code"],
                      "command", "r1")
     (resumed,) = plan_in_process(env, monkeypatch).projects
@@ -365,8 +372,7 @@ def test_a_resumed_chain_still_carries_its_tasks_requests(env: Env,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     (a,) = env.projects(["a"], integrations={"task_sources": [{"file": "TODO.md"}]})
     (a / "TODO.md").write_text("docs-backfill: cover the flags\n")
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
-    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    conn = ledger(env, monkeypatch)
     state.open_chain(conn, str(a), state.now().date().isoformat(), ["docs-backfill"], "command", "r1")
     (resumed,) = plan_in_process(env, monkeypatch).projects
     assert (resumed.tasks, resumed.done, resumed.sources) == (
@@ -377,12 +383,7 @@ def test_an_exhausted_provider_is_passed_over_for_the_next_one(env: Env,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """copilot's 7 tokens a week are 1 a day, and 75% of 1 less its reserve is 0 tokens."""
     env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
-    copilot = env.tmp / "copilot"
-    copilot.write_text("#!/bin/sh\n")
-    copilot.chmod(0o755)
-    env.write_config({"providers": {"preference": ["copilot", "command"],
-                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
-                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
+    with_copilot(env, ["copilot", "command"])
     (a,) = plan_in_process(env, monkeypatch).projects
     assert (a.provider, a.tasks, a.fallbacks, a.allowance, list(a.pools)) == (
         "command", ["lint-fix"], [], 140_000, ["command"])
@@ -432,8 +433,7 @@ def test_a_finished_chain_asks_no_task_source_and_an_unfinished_one_does(
 def test_a_project_finished_today_does_not_count_towards_max_projects(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     done, other = env.projects(["done", "other"], schedule={"max_projects": 1})
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
-    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    conn = ledger(env, monkeypatch)
     chain = state.open_chain(conn, str(done), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
     attempt = state.start_attempt(conn, chain, "r1", str(done), "lint-fix", "command", 1, "log")
     state.finish_attempt(conn, attempt, state.Outcome("completed", 1))
@@ -520,14 +520,8 @@ def test_todays_chain_keeps_an_exhausted_provider_as_fail_over_with_an_empty_poo
     """Today's chain is kept as planned: the budget is not asked again here, the run's
     reservation against the pool is (copilot's 7 tokens a week leave it 0 today)."""
     (a,) = env.projects(["a"], budget={"weekly_tokens": 1_400_000, "per_provider": {"copilot": 7}})
-    copilot = env.tmp / "copilot"
-    copilot.write_text("#!/bin/sh\n")
-    copilot.chmod(0o755)
-    env.write_config({"providers": {"preference": ["command", "copilot"],
-                                    "command": {"enabled": True, "argv": [str(env.agent), "{prompt}"]},
-                                    "copilot": {"enabled": True, "binary": str(copilot)}}})
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
-    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    with_copilot(env, ["command", "copilot"])
+    conn = ledger(env, monkeypatch)
     state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "command", "r1")
     (resumed,) = plan_in_process(env, monkeypatch).projects
     assert (resumed.provider, resumed.fallbacks, resumed.pools) == (
@@ -540,8 +534,7 @@ def test_todays_chain_moves_on_when_the_config_has_dropped_its_provider(
     """The chain failed over to copilot earlier today, and copilot was disabled since: the
     rest of the chain runs on the next usable provider, or the project is skipped."""
     (a,) = env.projects(["a"])
-    monkeypatch.setenv("NIGHTSHIFT_HOME", str(env.home))
-    conn = state.connect(open_config(str(env.config), env.tmp).state_db())
+    conn = ledger(env, monkeypatch)
     state.open_chain(conn, str(a), state.now().date().isoformat(), ["lint-fix"], "copilot", "r1")
     env.write_config({"providers": {"preference": ["copilot", "command"],
                                     "copilot": {"enabled": False}}})
