@@ -49,6 +49,7 @@ def guard_main() -> None:
     if _main_pid == os.getpid():
         return
     _main_pid = os.getpid()
+    signals.main_thread_takes_signals()  # before any thread of the run is started
     signals.set_phase("loading")
     signals.interrupt_on_term()
     signals.become_subreaper()  # a killed worker's agents come to us, not to init

@@ -10,6 +10,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,9 @@ _signalled = 0
 _signalled_at = 0.0
 _subreaper_pid = 0
 TICK_SECONDS = 0.25
+# Only the main thread may take these: see main_thread_takes_signals.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
+_thread_start = threading.Thread.start
 
 
 def set_phase(phase: str) -> None:
@@ -90,6 +94,28 @@ def _tick(signum: int, frame: FrameType | None) -> None:
     _arm()
     if _phase in ("loading", "running"):
         _interrupt()
+
+
+def _start_blocking_stop_signals(self: threading.Thread) -> None:
+    """Thread.start with the stop signals blocked meanwhile: the new thread is born with
+    its creator's mask, so it keeps them blocked for good."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        _thread_start(self)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def main_thread_takes_signals() -> None:
+    """From now on, every thread this process (or a fork of it) starts blocks
+    STOP_SIGNALS, so the kernel hands a signal sent to the process to its main thread.
+
+    Python runs handlers in the main thread only, and a signal that lands on another one
+    does not wake the main thread from a system call: a doit worker's queue-feeder thread
+    took Ctrl-C while the main thread sat in select() on the agent, which then ran until
+    its timeout. Threads come from multiprocessing as well as from us, so Thread.start
+    itself is wrapped."""
+    threading.Thread.start = _start_blocking_stop_signals  # type: ignore[method-assign]
 
 
 def interrupt_on_term() -> None:

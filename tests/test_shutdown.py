@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nightshift_tasks import runlock
 from nightshift_tasks.process import alive
+from nightshift_tasks.signals import stat_fields
 from tests.conftest import DODO, Env, summary_table
 from tests.crashes import MARK, escaping_agent, ledger_problems, marked, signalled_run
 from tests.test_process import STUBBORN
@@ -134,6 +135,22 @@ def test_agent_calls_are_the_runs_heartbeat(tmp_path: Path) -> None:
     assert out.stdout == "0\n", out.stderr
 
 
+def stop_signal_masks(pgid: int) -> dict[tuple[int, int], bool]:
+    """Every thread (pid, tid) of every process in group `pgid`: whether it blocks all of
+    SIGINT, SIGTERM and SIGALRM (read from SigBlk, a hex mask with bit signal - 1)."""
+    wanted = sum(1 << (sig - 1) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM))
+    masks = {}
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        stat = stat_fields(pid)
+        if stat is None or stat[2] != str(pgid):
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            (mask,) = re.findall(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M)
+            masks[pid, int(tid)] = int(mask, 16) & wanted == wanted
+    return masks
+
+
 def test_ctrl_c_twice_stops_the_run_its_agents_group_included_with_exit_130(env: Env) -> None:
     """Ctrl-C reaches doit's whole foreground group (main process and workers); the agent
     leaves a grandchild that ignores TERM. A second Ctrl-C during the 5 s grace must not cut
@@ -151,6 +168,12 @@ def test_ctrl_c_twice_stops_the_run_its_agents_group_included_with_exit_130(env:
                            cwd=env.tmp, env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, start_new_session=True)
     wait_for(pidfile.exists)
+    # Every thread but the main ones blocks the stop signals, so Ctrl-C reaches the thread
+    # that can act on it. (A doit worker's queue-feeder thread used to take it at random.)
+    masks = stop_signal_masks(run.pid)
+    # doit's main process and two workers; a queue feeder in the main and the busy worker.
+    assert sorted((pid == tid, blocks) for (pid, tid), blocks in masks.items()) == [
+        (False, True)] * 2 + [(True, False)] * 3
     os.killpg(run.pid, signal.SIGINT)
     wait_for(termed.exists)  # the teardown is under way: the grace has begun
     os.killpg(run.pid, signal.SIGINT)
