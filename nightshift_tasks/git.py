@@ -174,10 +174,12 @@ def _registered(repo: str) -> list[Path]:
 def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:
     """Remove worktrees whose process is gone, and make each repository forget them, even a
     registration that a kill during `git worktree add` left "locked initializing" (`git
-    worktree prune` keeps those forever). Returns what was removed."""
-    removed = [e for e in sorted(worktrees.iterdir()) if _orphaned(e, alive)] if worktrees.is_dir() else []
-    for entry in removed:
+    worktree prune` keeps those forever). Returns what was removed: not what is no
+    directory (a file or symlink named like a worktree is not ours to delete)."""
+    dead = [e for e in sorted(worktrees.iterdir()) if _orphaned(e, alive)] if worktrees.is_dir() else []
+    for entry in dead:
         shutil.rmtree(entry, ignore_errors=True)
+    removed = [e for e in dead if not os.path.lexists(e)]
     ours = worktrees.resolve()
     for repo in repos:
         for entry in _registered(repo):

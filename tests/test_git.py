@@ -1,0 +1,182 @@
+"""git.py's own operations against real repositories: exactly what each one answers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nightshift_tasks import git as ngit
+from tests.test_git_safety import git
+
+
+def commit(repo: Path, name: str, text: str) -> str:
+    """A commit on the checked-out branch that writes `text` to `name`."""
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"{name}: {text}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, "README", "one\n")
+    return path
+
+
+@pytest.fixture
+def box(repo: Path, tmp_path: Path) -> ngit.Worktree:
+    return ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1", "HEAD")
+
+
+def side_commit(repo: Path, base: str, name: str, text: str) -> str:
+    """A commit on top of `base` that no branch holds; main stays checked out."""
+    git(repo, "checkout", "-q", "--detach", base)
+    made = commit(repo, name, text)
+    git(repo, "checkout", "-q", "main")
+    return made
+
+
+def test_contains_holds_for_an_ancestor_only(repo: Path, box: ngit.Worktree) -> None:
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit(repo, "a", "1\n")
+    unrelated = git(repo, "commit-tree", git(repo, "rev-parse", "HEAD^{tree}"), "-m", "root")
+    assert ngit.contains(box, second, first)
+    assert not ngit.contains(box, first, second)
+    assert not ngit.contains(box, unrelated, first)  # no merge base at all
+
+
+def test_merge_onto_a_branch_adds_the_work_on_top(repo: Path, box: ngit.Worktree) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    tip = side_commit(repo, base, "theirs", "branch\n")
+    work = side_commit(repo, base, "ours", "work\n")
+    merged = ngit.merge_onto(box, tip, work, "nightshift: merge")
+    assert merged is not None
+    assert git(repo, "log", "-1", "--format=%P%n%B", merged).splitlines() == [
+        f"{tip} {work}", "nightshift: merge"]
+    assert git(repo, "ls-tree", "--name-only", merged).splitlines() == ["README", "ours", "theirs"]
+
+
+def test_merge_onto_a_branch_that_holds_the_work_is_the_branch(repo: Path, box: ngit.Worktree) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    work = side_commit(repo, base, "ours", "work\n")
+    tip = side_commit(repo, work, "theirs", "later\n")
+    assert ngit.merge_onto(box, tip, work, "nightshift: merge") == tip
+
+
+def test_merge_onto_conflicting_work_is_none(repo: Path, box: ngit.Worktree) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    tip = side_commit(repo, base, "README", "theirs\n")
+    work = side_commit(repo, base, "README", "ours\n")
+    assert ngit.merge_onto(box, tip, work, "nightshift: merge") is None
+
+
+def test_merge_onto_an_unknown_commit_names_both(repo: Path, box: ngit.Worktree) -> None:
+    tip = git(repo, "rev-parse", "HEAD")
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    with pytest.raises(ngit.GitError) as raised:
+        ngit.merge_onto(box, tip, missing, "nightshift: merge")
+    assert str(raised.value) == f"git merge-tree: cannot merge 0123456789 into {tip[:10]}"
+
+
+def test_checked_out_names_the_checkout_that_has_the_branch(repo: Path, box: ngit.Worktree) -> None:
+    git(repo, "branch", "idle")
+    assert ngit.checked_out(box, "main") == repo
+    assert ngit.checked_out(box, "idle") is None
+
+
+def test_prune_removes_dead_worktrees_only(repo: Path, tmp_path: Path) -> None:
+    """Named <project>--<task>--<pid>: a dead pid goes, also as a registration whose
+    directory is already gone; a live one and anything not named so (no pid to judge) stay,
+    and a file where a worktree would be is neither removed nor a reason to stop."""
+    work = tmp_path / "work"
+    dead = ngit.add_worktree(str(repo), work / "repo--lint-fix--111", "HEAD").path
+    live = ngit.add_worktree(str(repo), work / "repo--dead-code--222", "HEAD").path
+    gone = ngit.add_worktree(str(repo), work / "repo--docs--333", "HEAD").path
+    subprocess.run(["rm", "-rf", str(gone)], check=True)  # its registration stays
+    (work / "notes").mkdir()
+    (work / "repo--stray--444").write_text("a file, not a worktree")
+    removed = ngit.prune_leftovers(work, [str(repo)], alive=lambda pid: pid == 222)
+    assert removed == [dead, gone]
+    assert sorted(p.name for p in work.iterdir()) == ["notes", live.name, "repo--stray--444"]
+    listed = git(repo, "worktree", "list", "--porcelain")
+    assert str(live.resolve()) in listed
+    assert str(dead.resolve()) not in listed and str(gone.resolve()) not in listed
+
+
+def test_a_failed_git_call_says_its_last_line_or_its_exit_code(repo: Path) -> None:
+    with pytest.raises(ngit.GitError) as raised:
+        ngit.git(repo, "rev-parse", "--verify", "no-such-ref")
+    assert str(raised.value) == "git rev-parse: fatal: Needed a single revision"
+    (repo / "README").write_text("changed\n")
+    with pytest.raises(ngit.GitError) as silent:
+        ngit.git(repo, "diff", "--quiet")
+    assert str(silent.value) == "git diff: exit 1"
+
+
+def test_trailers_only_needs_both_trailers_of_the_task_on_every_commit(
+        repo: Path, box: ngit.Worktree) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+
+    def on_top(parent: str, message: str) -> str:
+        return git(repo, "commit-tree", f"{parent}^{{tree}}", "-p", parent, "-m", message)
+
+    ours = on_top(base, "fix\n\nNightshift-Task: lint-fix\nNightshift-Run: r1")
+    again = on_top(ours, "more\n\nNightshift-Task: lint-fix\nNightshift-Run: r2")
+    assert ngit.trailers_only(box, again, base, "lint-fix")
+    assert not ngit.trailers_only(box, again, base, "dead-code")
+    assert not ngit.trailers_only(box, on_top(again, "a person's commit"), base, "lint-fix")
+    assert not ngit.trailers_only(box, on_top(base, "half\n\nNightshift-Task: lint-fix"), base,
+                                  "lint-fix")
+
+
+def test_remote_tip_is_the_remote_branchs_commit_fetched(repo: Path, box: ngit.Worktree,
+                                                        tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    pushed = side_commit(repo, git(repo, "rev-parse", "HEAD"), "a", "remote work\n")
+    git(repo, "push", "-q", "origin", f"{pushed}:refs/heads/nightshift/lint-fix")
+    assert ngit.remote_tip(box, "origin", "nightshift/lint-fix") == pushed
+    assert git(repo, "rev-parse", "refs/remotes/origin/nightshift/lint-fix") == pushed
+    assert ngit.remote_tip(box, "origin", "nightshift/dead-code") is None
+
+
+@pytest.mark.parametrize("marker", ["rebase-merge/head-name", "rebase-apply/head-name",
+                                    "BISECT_START"])
+def test_a_branch_being_rebased_or_bisected_counts_as_checked_out(
+        repo: Path, box: ngit.Worktree, tmp_path: Path, marker: str) -> None:
+    """Its HEAD is detached meanwhile; finishing sets the branch. In the user's checkout or
+    in a linked worktree."""
+    git(repo, "branch", "feature")
+    other = tmp_path / "other"
+    git(repo, "worktree", "add", "-q", "--detach", str(other))
+    found = []
+    for git_dir, name in ((repo / ".git", "refs/heads/feature"),
+                          (Path(git(other, "rev-parse", "--absolute-git-dir")), "feature")):
+        (git_dir / marker).parent.mkdir(parents=True, exist_ok=True)
+        (git_dir / marker).write_text(name + "\n")
+        found.append(ngit.checked_out(box, "feature"))
+        (git_dir / marker).unlink()
+    assert found == [repo, other]
+    assert ngit.checked_out(box, "feature") is None
+
+
+def test_set_ref_moves_a_ref_only_from_the_commit_it_was_judged_at(
+        repo: Path, box: ngit.Worktree) -> None:
+    first = git(repo, "rev-parse", "HEAD")
+    second = side_commit(repo, first, "a", "1\n")
+    ngit.set_ref(box, "refs/heads/nightshift/lint-fix", first, "")  # "": only if absent
+    with pytest.raises(ngit.GitError):
+        ngit.set_ref(box, "refs/heads/nightshift/lint-fix", second, "")
+    with pytest.raises(ngit.GitError):
+        ngit.set_ref(box, "refs/heads/nightshift/lint-fix", second, second)
+    assert ngit.tip(box, "refs/heads/nightshift/lint-fix") == first
+    ngit.set_ref(box, "refs/heads/nightshift/lint-fix", second, first)
+    assert ngit.tip(box, "refs/heads/nightshift/lint-fix") == second
+    ngit.delete_ref(box, "refs/heads/nightshift/lint-fix")
+    assert ngit.tip(box, "refs/heads/nightshift/lint-fix") is None
