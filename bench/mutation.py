@@ -10,9 +10,9 @@ is why an in-process tool that maps tests to functions by tracing calls does not
 
 Prints, per module, killed / survived / timeout / incompetent and the score (killed and
 timed out over all tested mutants), then every survivor with its diff, to be killed by a
-test or shown equivalent (e.g. `int | None` -> `int + None` in an annotation, never evaluated
-under `from __future__ import annotations`). Too slow for CI: minutes to an hour per module.
-Run it niced on a shared machine.
+test or shown equivalent. Mutants inside annotations (`int | None` -> `int + None`, never
+evaluated under `from __future__ import annotations`) are skipped up front. Too slow for
+CI: minutes to an hour per module. Run it niced on a shared machine.
 
 Usage: python bench/mutation.py [MODULE ...] [--operators-excluded REGEX ...] [--keep DIR]
        MODULE is a key of MODULES (e.g. guard); none means all of them.
@@ -21,6 +21,7 @@ Usage: python bench/mutation.py [MODULE ...] [--operators-excluded REGEX ...] [-
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shlex
@@ -185,9 +186,51 @@ def run_module(name: str, work: Path, excluded: list[str]) -> Tally:
             tool = Path(sys.executable).parent / "cr-filter-operators"
             subprocess.run([str(tool) if tool.exists() else "cr-filter-operators", "session.sqlite",
                             "mutation.toml"], cwd=repo, check=True, capture_output=True)
+            skip_annotations(repo, path)
     tally = tally_session(name, cosmic(repo, "dump", "session.sqlite").stdout)
     tally.seconds = time.monotonic() - start
     return tally
+
+
+Span = tuple[tuple[int, int], tuple[int, int]]
+
+
+def annotation_spans(source: str) -> list[Span]:
+    """Where a module's annotations are, as (line, column) ranges. Under `from __future__
+    import annotations` none is ever evaluated, so a mutant there is equivalent by
+    construction (`int | None` -> `int + None`) and only dilutes the score."""
+    tree = ast.parse(source)
+    if not any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+               and any(alias.name == "annotations" for alias in node.names) for node in tree.body):
+        return []
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            found += [arg.annotation for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+                      if arg is not None and arg.annotation is not None]
+            found += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return [((n.lineno, n.col_offset), (n.end_lineno or n.lineno, n.end_col_offset or 0)) for n in found]
+
+
+def in_annotation(spans: list[Span], start: tuple[int, int]) -> bool:
+    return any(begin <= start < end for begin, end in spans)
+
+
+def skip_annotations(repo: Path, path: str) -> None:
+    """Mark the session's mutants inside annotations as skipped, as cr-filter-operators
+    does for excluded operators."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans((repo / path).read_text())
+    with use_db(str(repo / "session.sqlite")) as db:
+        for item in list(db.pending_work_items):
+            if all(in_annotation(spans, tuple(m.start_pos)) for m in item.mutations):
+                db.set_result(item.job_id, WorkResult(output="in an annotation: never evaluated",
+                                                      worker_outcome=WorkerOutcome.SKIPPED))
 
 
 def tally_session(name: str, dump: str) -> Tally:
