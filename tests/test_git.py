@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def test_trailers_only_needs_both_trailers_of_the_task_on_every_commit(
     again = on_top(ours, "more\n\nNightshift-Task: lint-fix\nNightshift-Run: r2")
     assert ngit.trailers_only(box, again, base, "lint-fix")
     assert not ngit.trailers_only(box, again, base, "dead-code")
+    assert not ngit.trailers_only(box, again, base, "tests")  # sorting after is no match either
     assert not ngit.trailers_only(box, on_top(again, "a person's commit"), base, "lint-fix")
     assert not ngit.trailers_only(box, on_top(base, "half\n\nNightshift-Task: lint-fix"), base,
                                   "lint-fix")
@@ -180,3 +182,70 @@ def test_set_ref_moves_a_ref_only_from_the_commit_it_was_judged_at(
     assert ngit.tip(box, "refs/heads/nightshift/lint-fix") == second
     ngit.delete_ref(box, "refs/heads/nightshift/lint-fix")
     assert ngit.tip(box, "refs/heads/nightshift/lint-fix") is None
+
+
+def test_prune_leaves_a_users_own_worktrees_named_like_ours(repo: Path, tmp_path: Path) -> None:
+    """Only what lies in nightshift's worktrees directory is nightshift's, wherever the user's
+    own worktree sorts: a name with a dead pid in it is not enough."""
+    work = tmp_path / "m-work"
+    mine = [tmp_path / "a" / "repo--lint-fix--111", tmp_path / "z" / "repo--lint-fix--111"]
+    for path in mine:
+        git(repo, "worktree", "add", "-q", "--detach", str(path))
+    assert ngit.prune_leftovers(work, [str(repo)], alive=lambda pid: False) == []
+    assert all(path.is_dir() for path in mine)
+    assert git(repo, "worktree", "list").count("repo--lint-fix--111") == 2
+
+
+def test_prune_when_the_project_is_itself_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    git(repo, "worktree", "add", "-q", "-b", "topic", str(project))
+    work = tmp_path / "work"
+    dead = ngit.add_worktree(str(project), work / "project--lint-fix--111", "HEAD").path
+    subprocess.run(["rm", "-rf", str(dead)], check=True)
+    assert ngit.prune_leftovers(work, [str(project)], alive=lambda pid: False) == [dead]
+    assert str(dead) not in git(repo, "worktree", "list")
+
+
+def test_removing_a_worktree_the_agent_already_deleted_forgets_it(
+        repo: Path, box: ngit.Worktree) -> None:
+    subprocess.run(["rm", "-rf", str(box.path)], check=True)
+    ngit.remove_worktree(str(repo), box.path, box)
+    assert str(box.path) not in git(repo, "worktree", "list")
+
+
+@pytest.mark.parametrize("where", ["above", "below"])
+def test_removing_a_worktree_deletes_no_git_dir_outside_the_repositorys_worktrees(
+        repo: Path, box: ngit.Worktree, tmp_path: Path, where: str) -> None:
+    """A box whose git dir is not <common>/worktrees/<id> (as git would never make it) has
+    its worktree removed by git, and that directory left alone."""
+    elsewhere = (tmp_path / "a-git-dir" if where == "above"
+                 else box.common_dir / "worktrees-other" / box.git_dir.name)
+    elsewhere.mkdir(parents=True)
+    ngit.remove_worktree(str(repo), box.path, dataclasses.replace(box, git_dir=elsewhere))
+    assert elsewhere.is_dir() and not box.path.exists()
+
+
+def test_base_commit_is_the_configured_branch_remote_first(repo: Path, tmp_path: Path) -> None:
+    main = git(repo, "rev-parse", "HEAD")
+    feature = side_commit(repo, main, "f", "feature\n")
+    git(repo, "branch", "feature", feature)
+    assert ngit.base_commit(str(repo), "feature", "origin") == (feature, "feature")
+    assert ngit.base_commit(str(repo), None, "origin") == (main, "main")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "fetch", "-q", "origin")
+    git(repo, "branch", "-f", "feature", main)  # the local branch moved on; the remote did not
+    assert ngit.base_commit(str(repo), "feature", "origin") == (feature, "origin/feature")
+    with pytest.raises(ngit.GitError) as raised:
+        ngit.base_commit(str(repo), "nope", "origin")
+    assert str(raised.value) == "base branch 'nope' not found locally or on origin"
+
+
+@pytest.mark.parametrize(("url", "owner"), [
+    ("git@github.com:me/repo.git", "me"), ("https://github.com/me/repo", "me"),
+    ("ssh://git@example.org:2222/team/repo.git", "team"), ("/srv/git/me/repo.git", "me"),
+    ("file:///srv/git/them/repo.git", "them"), ("https://example.org/repo.git", None)])
+def test_remote_owner(repo: Path, url: str, owner: str | None) -> None:
+    git(repo, "remote", "add", "origin", url)
+    assert ngit.remote_owner(str(repo), "origin") == owner
