@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 from pathlib import Path
 
@@ -51,10 +52,13 @@ def test_contains_holds_for_an_ancestor_only(repo: Path, box: ngit.Worktree) -> 
     assert not ngit.contains(box, unrelated, first)  # no merge base at all
 
 
-def test_merge_onto_a_branch_adds_the_work_on_top(repo: Path, box: ngit.Worktree) -> None:
+@pytest.mark.parametrize("text", ["work\n", "more work\n", "other work\n", "last\n"])
+def test_merge_onto_a_branch_adds_the_work_on_top(repo: Path, box: ngit.Worktree, text: str) -> None:
+    """Tree ids are content hashes: these four put the merged tree on both sides of the
+    branch's tree in sort order, so only an equality test passes them all."""
     base = git(repo, "rev-parse", "HEAD")
     tip = side_commit(repo, base, "theirs", "branch\n")
-    work = side_commit(repo, base, "ours", "work\n")
+    work = side_commit(repo, base, "ours", text)
     merged = ngit.merge_onto(box, tip, work, "nightshift: merge")
     assert merged is not None
     assert git(repo, "log", "-1", "--format=%P%n%B", merged).splitlines() == [
@@ -249,3 +253,78 @@ def test_base_commit_is_the_configured_branch_remote_first(repo: Path, tmp_path:
 def test_remote_owner(repo: Path, url: str, owner: str | None) -> None:
     git(repo, "remote", "add", "origin", url)
     assert ngit.remote_owner(str(repo), "origin") == owner
+
+
+def test_a_git_that_dies_of_a_signal_fails_the_call(repo: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "git").write_text("#!/bin/sh\nkill -9 $$\n")
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    with pytest.raises(ngit.GitError) as raised:
+        ngit.git(repo, "status")
+    assert str(raised.value) == "git status: exit -9"
+
+
+def test_a_git_error_of_several_lines_is_told_by_its_last(repo: Path) -> None:
+    told = subprocess.run(["git", "log", "no-such-thing"], cwd=repo, capture_output=True, text=True)
+    lines = told.stderr.strip().splitlines()
+    assert len(lines) > 1
+    with pytest.raises(ngit.GitError) as raised:
+        ngit.git(repo, "log", "no-such-thing")
+    assert str(raised.value) == f"git log: {lines[-1]}"
+
+
+@pytest.mark.parametrize("identity", [True, False])
+def test_commit_uses_the_users_identity_else_nightshifts(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, identity: bool) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no global identity
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    if identity:
+        git(repo, "config", "user.name", "Ada")
+        git(repo, "config", "user.email", "ada@example.invalid")
+    box = ngit.add_worktree(str(repo), tmp_path / "a" / "b" / "repo--lint-fix--1", "HEAD")
+    (box.path / "new").write_text("x\n")
+    made = ngit.commit(box, "nightshift: lint-fix")
+    assert git(repo, "log", "-1", "--format=%an <%ae>|%s", made) == (
+        "Ada <ada@example.invalid>|nightshift: lint-fix" if identity
+        else "nightshift <nightshift@localhost>|nightshift: lint-fix")
+
+
+def test_push_without_a_lease_only_fast_forwards_and_a_lease_replaces_exactly_it(
+        repo: Path, box: ngit.Worktree, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    base = git(repo, "rev-parse", "HEAD")
+    first, other = side_commit(repo, base, "a", "1\n"), side_commit(repo, base, "b", "2\n")
+    ngit.push(box, "origin", "nightshift/x", first, None)
+    with pytest.raises(ngit.GitError):
+        ngit.push(box, "origin", "nightshift/x", other, None)  # not a fast-forward
+    with pytest.raises(ngit.GitError):
+        ngit.push(box, "origin", "nightshift/x", other, base)  # the branch is not at the lease
+    ngit.push(box, "origin", "nightshift/x", other, first)
+    assert git(remote, "rev-parse", "refs/heads/nightshift/x") == other
+    with pytest.raises(ngit.GitError):
+        ngit.push(box, "origin", "nightshift/x", first, "")  # "": only where there is none
+
+
+def test_a_directory_in_place_of_a_guarded_file_is_tampering(box: ngit.Worktree) -> None:
+    (box.path / ".git").unlink()
+    (box.path / ".git").mkdir()
+    assert box.tampered() == box.path / ".git"
+
+
+def test_prune_reads_git_itself_where_the_layout_is_not_plain(repo: Path, tmp_path: Path) -> None:
+    """A config line git's start-up parses beyond what repo_files reads: `git worktree
+    list` tells the registrations instead. And a directory that is no repository has none."""
+    git(repo, "config", "alias.st", "status")
+    work = tmp_path / "work"
+    dead = ngit.add_worktree(str(repo), work / "repo--lint-fix--111", "HEAD").path
+    subprocess.run(["rm", "-rf", str(dead)], check=True)
+    (tmp_path / "plain-dir").mkdir()
+    assert ngit.prune_leftovers(work, [str(tmp_path / "plain-dir"), str(repo)],
+                                alive=lambda pid: False) == [dead]
+    assert str(dead) not in git(repo, "worktree", "list")
+    assert ngit.remote_owner(str(repo), "no-such-remote") is None
