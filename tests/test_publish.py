@@ -18,7 +18,17 @@ import pytest
 from nightshift_tasks import state
 from nightshift_tasks.db import Conn, host_id
 from nightshift_tasks.loop import LoopResult
-from nightshift_tasks.publish import CREDIT, PublishError, _take_slot, commit_message, gh, pr_body, preflight
+from nightshift_tasks.publish import (
+    CREDIT,
+    MAX_REPORT_BYTES,
+    PublishError,
+    _take_slot,
+    commit_message,
+    gh,
+    pr_body,
+    preflight,
+    save_report,
+)
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
 from tests.conftest import Env, require_program, summary_rows
 
@@ -134,6 +144,8 @@ def test_three_runs_leave_one_branch_and_one_updated_pr(world: World) -> None:
         assert "PR created" in result.stdout if night == 0 else "PR updated" in result.stdout
     (pr,) = world.prs()
     assert (pr["state"], pr["headRefName"], pr["baseRefName"]) == ("OPEN", "nightshift/lint-fix", "main")
+    reports = sorted((world.env.home / "reports").glob("run-*.json"))
+    assert [t["output_ref"] for r in reports for t in json.loads(r.read_text())["tasks"]] == [pr["url"]] * 3
     assert "<!-- nightshift:metadata" in str(pr["body"]) and "task-type: lint-fix" in str(pr["body"])
     assert "**Measured usage:** 0 tokens" in str(pr["body"])
     heads = git(world.origin, "for-each-ref", "--format=%(refname)", "refs/heads/")
@@ -484,6 +496,27 @@ def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(t
     assert _take_slot(gh_spec(tmp_path, open_prs=2), conn, 7, {"nightshift/listed"}, listed) == (
         "publish.max_open_prs_per_project (2) reached: 3 open nightshift PR(s)")  # a cap lowered since
     assert _take_slot(gh_spec(tmp_path, open_prs=4), conn, 7, {"nightshift/listed"}, listed) is None
+
+
+def test_a_dead_processs_pr_reservation_is_no_open_pr(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    listed = state.stamp(state.now() - timedelta(minutes=5))
+    conn = pr_ledger(tmp_path, [(str(tmp_path), "nightshift/gone", "reserved", 1, dead.pid)])
+    assert _take_slot(gh_spec(tmp_path, open_prs=1), conn, 7, set(), listed) is None
+
+
+@pytest.mark.parametrize(("size", "cut"), [(5, False), (MAX_REPORT_BYTES, False),
+                                           (MAX_REPORT_BYTES + 1, True)])
+def test_the_agents_report_is_saved_as_written_up_to_the_limit(tmp_path: Path, size: int,
+                                                               cut: bool) -> None:
+    worktree = tmp_path / "wt"
+    (worktree / ".nightshift" / "reports").mkdir(parents=True)
+    written = (b"r" * (size - 1) + b"\n")
+    (worktree / ".nightshift" / "reports" / "lint-fix.md").write_bytes(written)
+    saved = save_report(gh_spec(tmp_path), worktree, LoopResult("completed", 1, summary="s"))
+    assert saved.read_bytes() == (written[:MAX_REPORT_BYTES] + b"\n\n(cut short by nightshift)\n"
+                                  if cut else written)
 
 
 # Answers `gh api user` with $ANSWERS/user and `gh pr list` with $ANSWERS/prs, each failing

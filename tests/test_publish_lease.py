@@ -118,7 +118,8 @@ def test_new_work_is_built_on_top_of_a_reviewers_commit(world: World, mode: str)
     out = ok(world.run("-a"))
     assert remote_tip(world) == tip
     assert f"alpha:lint-fix: {BRANCH} has commits not made by nightshift and already holds " \
-        "this work: left as is" in out
+        "this work: left as is\n" in out
+    assert kept(world) == []  # nothing to keep: the branch holds it
 
 
 def test_a_pr_branch_rebased_by_someone_is_left_alone(world: World) -> None:
