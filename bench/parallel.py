@@ -9,6 +9,9 @@ doit dodo.py with the same task graph that runs the same agent three times per t
   bare ratio   the same makespan / lower bound of the bare doit run: what doit and the
                agent's own start-up cost without nightshift
   overhead     (nightshift wall - bare doit wall) / agent calls
+  cpu          user + system seconds of the whole run, children included, for nightshift
+               and bare doit: on a machine with fewer cores than K, the extra CPU per task
+               is what stretches the makespan
   gaps         from the ledger's attempt stamps (started at dispatch, ended after publish)
                and the agent's records, medians in ms:
                  dispatch->agent   attempt start -> its first agent call starts
@@ -28,6 +31,7 @@ import itertools
 import json
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -90,7 +94,13 @@ def task_projects():
 @dataclass
 class Run:
     wall: float
+    cpu: float
     records: list[tuple[float, float, str]]
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def die(message: str) -> None:
@@ -113,17 +123,17 @@ def make_repos(root: Path, count: int) -> list[str]:
 def timed(argv: list[str], cwd: Path, env: dict[str, str], record: Path, label: str,
           expected: int) -> Run:
     record.unlink(missing_ok=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run(argv, cwd=cwd, env={**env, "BENCH_RECORD": str(record)},
                           capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     if proc.returncode != 0:
         die(f"{label}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     lines = record.read_text().splitlines() if record.exists() else []
     records = [(float(s), float(e), cwd_) for s, e, cwd_ in (ln.split(" ", 2) for ln in lines)]
     if len(records) != expected:
         die(f"{label}: {len(records)} agent calls recorded, expected {expected} (N*3)")
-    return Run(wall, records)
+    return Run(wall, cpu, records)
 
 
 def bounds(records: list[tuple[float, float, str]], repos: list[str], k: int) -> tuple[float, float]:
@@ -203,7 +213,7 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
     flags = [f"ratio>{RATIO_TARGET:.2f}"] * (ratio > RATIO_TARGET)
     flags += [f"overhead>{OVERHEAD_TARGET_MS:g}ms"] * (overhead_ms > OVERHEAD_TARGET_MS)
     return [k, n, calls, makespan, lower, ratio, bare_makespan / bare_lower, ns.wall, bare.wall,
-            overhead_ms,
+            overhead_ms, ns.cpu, bare.cpu,
             *gaps(work / "home" / "state.db", ns.records, k), ", ".join(flags) or "ok"]
 
 
@@ -237,8 +247,8 @@ def main() -> int:
             rows.append(min(runs, key=lambda row: float(row[7])))
             print(f"  K={k:<2} N={n:<3} done", file=sys.stderr, flush=True)
     headers = ["K", "N", "calls", "makespan s", "lower bound s", "ratio", "bare ratio", "nightshift wall s",
-               "baseline wall s", "overhead ms/call", "dispatch->agent ms", "between calls ms",
-               "agent->end ms", "end->dispatch ms", "targets"]
+               "baseline wall s", "overhead ms/call", "cpu s", "bare cpu s", "dispatch->agent ms",
+               "between calls ms", "agent->end ms", "end->dispatch ms", "targets"]
     print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
     print(f"targets: ratio <= {RATIO_TARGET:.2f}, overhead <= {OVERHEAD_TARGET_MS:g} ms/call")
     missed = sum(row[-1] != "ok" for row in rows)
