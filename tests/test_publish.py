@@ -480,6 +480,8 @@ def test_the_hourly_pr_cap_counts_the_last_hours_prs_and_live_reservations(tmp_p
         (str(tmp_path), "nightshift/lint-fix", "reserved", 7, host_id(), os.getpid())]
     assert _take_slot(spec, conn, 8, set(), now) == (
         "publish.max_prs_per_hour (3) reached: 1 opened in the last hour and 2 being opened")
+    assert _take_slot(gh_spec(tmp_path, per_hour=2), conn, 8, set(), now) == (  # lowered since
+        "publish.max_prs_per_hour (2) reached: 1 opened in the last hour and 2 being opened")
 
 
 def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(tmp_path: Path) -> None:
