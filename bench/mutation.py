@@ -64,6 +64,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     # are re-run against it by hand. The fast files first: -x stops at the first failure.
     "git": ("nightshift_tasks/git.py", ["tests/test_git.py", "tests/test_repo_files.py",
                                         "tests/test_git_safety.py"]),
+    "leftovers": ("nightshift_tasks/leftovers.py", ["tests/test_leftovers.py", "tests/test_repo_files.py"]),
     # test_publish_lease.py too takes as long again per mutant: survivors re-run against it.
     "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_git_safety.py"]),
     "execute": ("nightshift_tasks/execute.py", [

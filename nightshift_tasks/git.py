@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +127,7 @@ def add_worktree(path: str, worktree: Path, start: str,
     return Worktree(worktree, git_dir, common_dir, {f: _fingerprint(f) for f in files}, env or {})
 
 
-def _quietly(cwd: str, *args: str) -> None:
+def quietly(cwd: str, *args: str) -> None:
     """A cleanup command whose output nobody needs: no pipes to wait on (a background
     process git left behind may hold them), and a bounded wait."""
     with contextlib.suppress(subprocess.TimeoutExpired, OSError):
@@ -149,44 +149,7 @@ def remove_worktree(path: str, worktree: Path, box: Worktree | None = None) -> N
                 shutil.rmtree(admin)
         if not os.path.lexists(admin):
             return
-    _quietly(path, "worktree", "remove", "--force", str(worktree))
-
-
-def _orphaned(entry: Path, alive: Callable[[int], bool]) -> bool:
-    """A worktree of nightshift's (named <project>--<task>--<pid>) whose process is gone."""
-    pid = entry.name.rsplit("--", 1)[-1]
-    return pid.isdigit() and not alive(int(pid))
-
-
-def _registered(repo: str) -> list[Path]:
-    """The repository's worktrees, read from git's files where its layout is plain (no git
-    process per project at the start of a run), else as `git worktree list` shows them.
-    A url project's mirror that is not made yet has none."""
-    if not os.path.isdir(repo):
-        return []
-    dirs = repo_files.git_dirs(repo)
-    if dirs is not None:
-        return [Path(p) for p in repo_files.linked_worktrees(dirs[1])]
-    return [Path(block.split("\n", 1)[0].removeprefix("worktree "))
-            for block in git(repo, "worktree", "list", "--porcelain", check=False).split("\n\n")]
-
-
-def prune_leftovers(worktrees: Path, repos: list[str], alive: Callable[[int], bool]) -> list[Path]:
-    """Remove worktrees whose process is gone, and make each repository forget them, even a
-    registration that a kill during `git worktree add` left "locked initializing" (`git
-    worktree prune` keeps those forever). Returns what was removed: not what is no
-    directory (a file or symlink named like a worktree is not ours to delete)."""
-    dead = [e for e in sorted(worktrees.iterdir()) if _orphaned(e, alive)] if worktrees.is_dir() else []
-    for entry in dead:
-        shutil.rmtree(entry, ignore_errors=True)
-    removed = [e for e in dead if not os.path.lexists(e)]
-    ours = worktrees.resolve()
-    for repo in repos:
-        for entry in _registered(repo):
-            if entry.parent == ours and _orphaned(entry, alive):
-                _quietly(repo, "worktree", "remove", "--force", "--force", str(entry))
-                removed += [] if worktrees / entry.name in removed else [worktrees / entry.name]
-    return removed
+    quietly(path, "worktree", "remove", "--force", str(worktree))
 
 
 def has_changes(worktree: Worktree) -> bool:

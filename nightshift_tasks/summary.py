@@ -17,7 +17,19 @@ from typing import Any
 
 from doit.reporter import ConsoleReporter
 
-from nightshift_tasks import budget, db, fleet, git, guard, report, runlock, shutdown, signals, state, storage
+from nightshift_tasks import (
+    budget,
+    db,
+    fleet,
+    guard,
+    leftovers,
+    report,
+    runlock,
+    shutdown,
+    signals,
+    state,
+    storage,
+)
 from nightshift_tasks import terminal as term
 from nightshift_tasks.durations import format_duration
 from nightshift_tasks.engine import Engine
@@ -125,7 +137,7 @@ class SummaryReporter(ConsoleReporter):  # type: ignore[misc]
         for old in report.prune_logs(engine.log_dir, keep, state.now().date()):
             self.write(f"nightshift: removed logs older than {keep} days: {old}\n")
         repos = [p.mirror or p.path for p in engine.plan.projects if not p.skip_reason]
-        for leftover in git.prune_leftovers(nightshift_home() / "worktrees", repos, alive):
+        for leftover in leftovers.prune(nightshift_home() / "worktrees", repos, alive):
             self.write(f"nightshift: removed worktree left by a crashed run: {leftover}\n")
         selected = set(selected_tasks)
         for plan in engine.plan.projects:

@@ -205,6 +205,30 @@ class Env:
         return sorted(out, key=lambda c: c.start)
 
 
+def git(cwd: Path, *args: str) -> str:
+    """git with a test identity; its stdout."""
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                          cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit(repo: Path, name: str, text: str) -> str:
+    """A commit on the checked-out branch that writes `text` to `name`."""
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"{name}: {text}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository on branch main with one commit."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    commit(path, "README", "one\n")
+    return path
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
     agent = tmp_path / "fake-agent"

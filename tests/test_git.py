@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from nightshift_tasks import git as ngit
-from tests.test_git_safety import git
-
-
-def commit(repo: Path, name: str, text: str) -> str:
-    """A commit on the checked-out branch that writes `text` to `name`."""
-    (repo / name).write_text(text)
-    git(repo, "add", name)
-    git(repo, "commit", "-q", "-m", f"{name}: {text}")
-    return git(repo, "rev-parse", "HEAD")
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    commit(path, "README", "one\n")
-    return path
+from tests.conftest import commit, git
 
 
 @pytest.fixture
@@ -92,25 +76,6 @@ def test_checked_out_names_the_checkout_that_has_the_branch(repo: Path, box: ngi
     git(repo, "branch", "idle")
     assert ngit.checked_out(box, "main") == repo
     assert ngit.checked_out(box, "idle") is None
-
-
-def test_prune_removes_dead_worktrees_only(repo: Path, tmp_path: Path) -> None:
-    """Named <project>--<task>--<pid>: a dead pid goes, also as a registration whose
-    directory is already gone; a live one and anything not named so (no pid to judge) stay,
-    and a file where a worktree would be is neither removed nor a reason to stop."""
-    work = tmp_path / "work"
-    dead = ngit.add_worktree(str(repo), work / "repo--lint-fix--111", "HEAD").path
-    live = ngit.add_worktree(str(repo), work / "repo--dead-code--222", "HEAD").path
-    gone = ngit.add_worktree(str(repo), work / "repo--docs--333", "HEAD").path
-    subprocess.run(["rm", "-rf", str(gone)], check=True)  # its registration stays
-    (work / "notes").mkdir()
-    (work / "repo--stray--444").write_text("a file, not a worktree")
-    removed = ngit.prune_leftovers(work, [str(repo)], alive=lambda pid: pid == 222)
-    assert removed == [dead, gone]
-    assert sorted(p.name for p in work.iterdir()) == ["notes", live.name, "repo--stray--444"]
-    listed = git(repo, "worktree", "list", "--porcelain")
-    assert str(live.resolve()) in listed
-    assert str(dead.resolve()) not in listed and str(gone.resolve()) not in listed
 
 
 def test_a_failed_git_call_says_its_last_line_or_its_exit_code(repo: Path) -> None:
@@ -188,31 +153,9 @@ def test_set_ref_moves_a_ref_only_from_the_commit_it_was_judged_at(
     assert ngit.tip(box, "refs/heads/nightshift/lint-fix") is None
 
 
-def test_prune_leaves_a_users_own_worktrees_named_like_ours(repo: Path, tmp_path: Path) -> None:
-    """Only what lies in nightshift's worktrees directory is nightshift's, wherever the user's
-    own worktree sorts: a name with a dead pid in it is not enough."""
-    work = tmp_path / "m-work"
-    mine = [tmp_path / "a" / "repo--lint-fix--111", tmp_path / "z" / "repo--lint-fix--111"]
-    for path in mine:
-        git(repo, "worktree", "add", "-q", "--detach", str(path))
-    assert ngit.prune_leftovers(work, [str(repo)], alive=lambda pid: False) == []
-    assert all(path.is_dir() for path in mine)
-    assert git(repo, "worktree", "list").count("repo--lint-fix--111") == 2
-
-
-def test_prune_when_the_project_is_itself_a_linked_worktree(repo: Path, tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    git(repo, "worktree", "add", "-q", "-b", "topic", str(project))
-    work = tmp_path / "work"
-    dead = ngit.add_worktree(str(project), work / "project--lint-fix--111", "HEAD").path
-    subprocess.run(["rm", "-rf", str(dead)], check=True)
-    assert ngit.prune_leftovers(work, [str(project)], alive=lambda pid: False) == [dead]
-    assert str(dead) not in git(repo, "worktree", "list")
-
-
 def test_removing_a_worktree_the_agent_already_deleted_forgets_it(
         repo: Path, box: ngit.Worktree) -> None:
-    subprocess.run(["rm", "-rf", str(box.path)], check=True)
+    shutil.rmtree(box.path)
     ngit.remove_worktree(str(repo), box.path, box)
     assert str(box.path) not in git(repo, "worktree", "list")
 
@@ -315,16 +258,3 @@ def test_a_directory_in_place_of_a_guarded_file_is_tampering(box: ngit.Worktree)
     (box.path / ".git").mkdir()
     assert box.tampered() == box.path / ".git"
 
-
-def test_prune_reads_git_itself_where_the_layout_is_not_plain(repo: Path, tmp_path: Path) -> None:
-    """A config line git's start-up parses beyond what repo_files reads: `git worktree
-    list` tells the registrations instead. And a directory that is no repository has none."""
-    git(repo, "config", "alias.st", "status")
-    work = tmp_path / "work"
-    dead = ngit.add_worktree(str(repo), work / "repo--lint-fix--111", "HEAD").path
-    subprocess.run(["rm", "-rf", str(dead)], check=True)
-    (tmp_path / "plain-dir").mkdir()
-    assert ngit.prune_leftovers(work, [str(tmp_path / "plain-dir"), str(repo)],
-                                alive=lambda pid: False) == [dead]
-    assert str(dead) not in git(repo, "worktree", "list")
-    assert ngit.remote_owner(str(repo), "no-such-remote") is None

@@ -18,7 +18,7 @@ from nightshift_tasks import git as ngit
 from nightshift_tasks.loop import LoopResult
 from nightshift_tasks.publish import read_inside, save_report
 from nightshift_tasks.spec import ProjectSpec, PublishSettings, RunSpec, TaskSpec
-from tests.conftest import Env
+from tests.conftest import Env, git
 
 # Wraps the fake agent: in the implement phase it first does what $HOSTILE names.
 HOSTILE_AGENT = r"""#!/bin/sh
@@ -40,11 +40,6 @@ case "$1" in *"# nightshift: implement phase"*)
 esac
 exec "$FAKE_AGENT" "$@"
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-                          cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.fixture

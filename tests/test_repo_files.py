@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift_tasks import git, repo_files
+from nightshift_tasks import git, leftovers, repo_files
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
 
@@ -159,8 +159,8 @@ def test_plain_repositories_are_planned_without_starting_git(tmp_path: Path,
     main = tmp_path / "linked_worktree" / "r"
     monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
     assert [git.unusable(str(r)) for r in repos] == [None] * len(repos)
-    assert git._registered(str(main)) == [tmp_path / "linked_worktree" / "wt"]
-    assert git._registered(str(repos[0])) == []
+    assert leftovers.registered(str(main)) == [tmp_path / "linked_worktree" / "wt"]
+    assert leftovers.registered(str(repos[0])) == []
 
 
 def test_registered_worktrees_match_git_worktree_list(tmp_path: Path) -> None:
@@ -170,7 +170,8 @@ def test_registered_worktrees_match_git_worktree_list(tmp_path: Path) -> None:
     os.rename(tmp_path / "gone", tmp_path / "moved")  # registered still, its directory elsewhere
     listed = [Path(line.removeprefix("worktree ")) for line in
               run(repo, "worktree", "list", "--porcelain").splitlines() if line.startswith("worktree ")]
-    assert sorted(listed[1:]) == sorted(git._registered(str(repo))) == [tmp_path / "gone", tmp_path / "kept"]
+    assert sorted(listed[1:]) == sorted(leftovers.registered(str(repo))) == [
+        tmp_path / "gone", tmp_path / "kept"]
 
 
 def remote_head(tmp: Path) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from doit import cmd_clean, cmd_forget
 
-from nightshift_tasks import git, graph, guard, runlock, shutdown, state, storage
+from nightshift_tasks import graph, guard, leftovers, runlock, shutdown, state, storage
 from nightshift_tasks.engine import Engine
 from nightshift_tasks.paths import nightshift_home
 from nightshift_tasks.process import alive
@@ -106,12 +106,12 @@ class Clean(cmd_clean.Clean):  # type: ignore[misc]
         worktrees = home / "worktrees"
         if dryrun:
             entries = sorted(worktrees.iterdir()) if worktrees.is_dir() else []
-            found = [e for e in entries if git._orphaned(e, alive)]
+            found = [e for e in entries if leftovers.orphaned(e, alive)]
         else:
             with storage.or_exit(lock):
                 if runlock.acquire(lock, shutdown.progress_bound(engine.config)):
                     return []  # a run started meanwhile: its worktrees are not leftovers
-                found = git.prune_leftovers(worktrees, repos, alive)
+                found = leftovers.prune(worktrees, repos, alive)
                 lock.unlink()  # held until this process exits; a run starting now makes a new one
         lock_line = [f"run lock file {lock}{left_by}"] if left_by else []
         return [f"worktree {path}" for path in found] + lock_line
