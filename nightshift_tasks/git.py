@@ -119,7 +119,17 @@ def add_worktree(path: str, worktree: Path, start: str,
     review is committed, so failed work never touches it. Its git dirs are read (from git's
     files where plain, else from git) before the agent can touch anything."""
     worktree.parent.mkdir(parents=True, exist_ok=True)
-    git(path, "worktree", "add", "--force", "--detach", str(worktree), start)
+    admin = repo_files.new_worktree(path, str(worktree), start)  # one git process, not three
+    if admin is None:
+        git(path, "worktree", "add", "--force", "--detach", str(worktree), start)
+    else:
+        try:
+            git(worktree, "reset", "--hard", "--quiet", "--no-recurse-submodules")
+        except GitError:
+            shutil.rmtree(worktree, ignore_errors=True)
+            shutil.rmtree(admin, ignore_errors=True)
+            raise
+        os.unlink(os.path.join(admin, "locked"))
     dirs = repo_files.git_dirs(str(worktree)) or git(
         worktree, "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir").splitlines()
     git_dir, common_dir = (Path(os.path.realpath(d)) for d in dirs)  # as git spells them

@@ -147,6 +147,38 @@ def linked_worktrees(common: str) -> list[str]:
     return [p.removesuffix("/.git") for p in paths if p]
 
 
+def new_worktree(path: str, worktree: str, commit: str) -> str | None:
+    """Register `worktree` (a directory not made yet) as a linked worktree of the repository
+    at `path`, detached at `commit`, by writing what `git worktree add` writes before its
+    checkout (gitrepository-layout(5): `worktrees/<id>/` with gitdir, commondir, HEAD, and
+    `locked` while it is made, so no prune takes it half made); the caller checks it out and
+    unlocks it. Its git dir, or None (nothing written) where the layout is not plain, the
+    name is not one git would keep, or either directory exists: then ask git."""
+    dirs = git_dirs(path)
+    name = os.path.basename(worktree)
+    if dirs is None or not _OID.fullmatch(commit) or not _NAME.fullmatch(name) or name.endswith(".lock"):
+        return None
+    top = os.path.join(os.path.realpath(os.path.dirname(worktree)), name)
+    admin = os.path.join(os.path.realpath(dirs[1]), "worktrees", name)
+    try:
+        os.makedirs(os.path.dirname(admin), exist_ok=True)
+        os.mkdir(top)
+    except OSError:
+        return None
+    try:
+        os.mkdir(admin)
+    except OSError:
+        os.rmdir(top)
+        return None
+    for file, text in (("gitdir", f"{top}/.git"), ("locked", "initializing"),
+                       ("commondir", "../.."), ("HEAD", commit)):
+        with open(os.path.join(admin, file), "x", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    with open(os.path.join(top, ".git"), "x", encoding="utf-8") as handle:
+        handle.write(f"gitdir: {admin}\n")
+    return admin
+
+
 def _packed_refs(common: str) -> dict[str, str] | None:
     """packed-refs as name -> commit id ({} when there is none); None when a line is not
     one git writes."""

@@ -16,7 +16,8 @@ from tests.conftest import commit, git
 
 @pytest.fixture
 def box(repo: Path, tmp_path: Path) -> ngit.Worktree:
-    return ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1", "HEAD")
+    return ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1",
+                             git(repo, "rev-parse", "HEAD"))  # a commit id, as base_commit gives
 
 
 def side_commit(repo: Path, base: str, name: str, text: str) -> str:
@@ -258,3 +259,77 @@ def test_a_directory_in_place_of_a_guarded_file_is_tampering(box: ngit.Worktree)
     (box.path / ".git").mkdir()
     assert box.tampered() == box.path / ".git"
 
+
+
+def traced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """GIT_TRACE for the rest of the test: every git process logs itself there, the ones
+    git starts for itself (`worktree add` runs update-ref and reset) included."""
+    trace = tmp_path / "git-trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    return trace
+
+
+def git_processes(trace: Path) -> list[str]:
+    """The subcommand of each git process the trace saw, in order (git traces a built-in
+    after taking its `-c` options)."""
+    return [line.split("built-in: git ", 1)[1].split()[0] for line in trace.read_text().splitlines()
+            if "built-in: git " in line]
+
+
+def test_a_worktree_of_a_plain_repository_is_one_git_process_and_what_git_makes(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    head = commit(repo, "src.py", "print(1)\n")
+    trace = traced(monkeypatch, tmp_path)
+    box = ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1", head)
+    assert git_processes(trace) == ["reset"]
+    monkeypatch.delenv("GIT_TRACE")
+    theirs = tmp_path / "work" / "by-git"
+    git(repo, "worktree", "add", "-q", "--detach", str(theirs), head)
+    listed = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    assert sorted(listed[1:]) == [f"worktree {theirs}\nHEAD {head}\ndetached",  # by-git < repo--
+                                  f"worktree {box.path}\nHEAD {head}\ndetached"]
+    assert (box.git_dir, box.common_dir) == (repo / ".git" / "worktrees" / box.path.name, repo / ".git")
+    made = sorted(p.name for p in box.git_dir.iterdir())
+    assert made == ["HEAD", "ORIG_HEAD", "commondir", "gitdir", "index"]  # no "locked" left
+    assert sorted(p.name for p in box.path.iterdir()) == [".git", "README", "src.py"]
+    assert (box.path / "src.py").read_text() == "print(1)\n"
+    assert git(box.path, "status", "--porcelain") == ""
+    assert git(repo, "worktree", "prune", "--dry-run", "--verbose") == ""  # nothing to prune
+    ngit.remove_worktree(str(repo), box.path, box)
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 2
+
+
+def test_a_sparse_checkout_repository_gets_its_worktree_from_git(
+        repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layout that is not plain (here the sparse-checkout config) is left to `git worktree
+    add`, which carries the patterns over."""
+    commit(repo, "docs.md", "docs\n")
+    head = commit(repo, "src.py", "code\n")
+    git(repo, "sparse-checkout", "set", "--no-cone", "/src.py")
+    trace = traced(monkeypatch, tmp_path)
+    box = ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1", head)
+    assert git_processes(trace)[0] == "worktree"
+    assert sorted(p.name for p in box.path.iterdir()) == [".git", "src.py"]
+
+
+def test_a_stale_registration_of_the_same_name_is_left_and_git_picks_another(
+        repo: Path, tmp_path: Path) -> None:
+    stale = repo / ".git" / "worktrees" / "repo--lint-fix--1"
+    stale.mkdir(parents=True)
+    (stale / "gitdir").write_text("/elsewhere/.git\n")
+    head = git(repo, "rev-parse", "HEAD")
+    box = ngit.add_worktree(str(repo), tmp_path / "work" / "repo--lint-fix--1", head)
+    assert box.git_dir == stale.with_name("repo--lint-fix--11")
+    assert [p.name for p in stale.iterdir()] == ["gitdir"]
+    assert (stale / "gitdir").read_text() == "/elsewhere/.git\n"
+    assert (box.path / "README").read_text() == "one\n"
+
+
+def test_a_worktree_of_an_unknown_commit_fails_and_leaves_nothing(repo: Path, tmp_path: Path) -> None:
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    path = tmp_path / "work" / "repo--lint-fix--1"
+    with pytest.raises(ngit.GitError, match=r"^git reset: "):
+        ngit.add_worktree(str(repo), path, missing)
+    assert not path.exists()
+    assert not (repo / ".git" / "worktrees" / path.name).exists()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1

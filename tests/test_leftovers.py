@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from nightshift_tasks import git as ngit
-from nightshift_tasks import leftovers
+from nightshift_tasks import leftovers, repo_files
 from tests.conftest import git
 
 
@@ -27,6 +27,21 @@ def test_prune_removes_dead_worktrees_only(repo: Path, tmp_path: Path) -> None:
     listed = git(repo, "worktree", "list", "--porcelain")
     assert str(live.resolve()) in listed
     assert str(dead.resolve()) not in listed and str(gone.resolve()) not in listed
+
+
+def test_prune_removes_a_worktree_registered_by_hand_and_killed_before_its_checkout(
+        repo: Path, tmp_path: Path) -> None:
+    """What a kill between add_worktree's registration and the end of its checkout leaves:
+    the registration locked "initializing" and a directory with only its `.git` file."""
+    work = tmp_path / "work"
+    work.mkdir()
+    leftover = work / "repo--lint-fix--111"
+    admin = repo_files.new_worktree(str(repo), str(leftover), git(repo, "rev-parse", "HEAD"))
+    assert admin is not None and (Path(admin) / "locked").read_text() == "initializing\n"
+    assert [p.name for p in leftover.iterdir()] == [".git"]
+    assert leftovers.prune(work, [str(repo)], alive=lambda pid: False) == [leftover]
+    assert not leftover.exists() and not Path(admin).exists()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
 def test_prune_leaves_a_users_own_worktrees_named_like_ours(repo: Path, tmp_path: Path) -> None:
