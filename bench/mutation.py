@@ -14,7 +14,7 @@ test or shown equivalent. Mutants inside annotations (`int | None` -> `int + Non
 evaluated under `from __future__ import annotations`) are skipped up front. Too slow for
 CI: minutes to an hour per module. Run it niced on a shared machine.
 
-Usage: python bench/mutation.py [MODULE ...] [--operators-excluded REGEX ...] [--keep DIR]
+Usage: python bench/mutation.py [MODULE ...] [--jobs N] [--operators-excluded REGEX ...] [--keep DIR]
        MODULE is a key of MODULES (e.g. guard); none means all of them.
 """
 
@@ -65,8 +65,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "git": ("nightshift_tasks/git.py", ["tests/test_git.py", "tests/test_repo_files.py",
                                         "tests/test_git_safety.py"]),
     "leftovers": ("nightshift_tasks/leftovers.py", ["tests/test_leftovers.py", "tests/test_repo_files.py"]),
-    # test_publish_lease.py too takes as long again per mutant: survivors re-run against it.
-    "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_git_safety.py"]),
+    "publish": ("nightshift_tasks/publish.py", ["tests/test_publish.py", "tests/test_git_safety.py",
+                                                "tests/test_publish_lease.py"]),
     "execute": ("nightshift_tasks/execute.py", [
         "tests/test_graph.py", "tests/test_loop.py", "tests/test_publish.py", "tests/test_agents.py",
         "tests/test_execute.py",
@@ -161,7 +161,7 @@ def baseline(repo: Path, tests: list[str]) -> float | None:
     return time.monotonic() - start
 
 
-def run_module(name: str, work: Path, excluded: list[str]) -> Tally:
+def run_module(name: str, work: Path, excluded: list[str], jobs: int) -> Tally:
     path, tests = MODULES[name]
     repo = copy_tree(work / name)
     took = baseline(repo, tests)
@@ -179,18 +179,53 @@ def run_module(name: str, work: Path, excluded: list[str]) -> Tally:
         "[cosmic-ray.filters.operators-filter]\n"
         f"exclude-operators = {json.dumps(excluded)}\n")
     start = time.monotonic()
-    for step in (["init", "mutation.toml", "session.sqlite"], ["exec", "mutation.toml", "session.sqlite"]):
-        result = cosmic(repo, *step)
-        if result.returncode != 0:
-            sys.exit(f"mutation: cosmic-ray {step[0]} failed for {name}:\n{result.stderr[-3000:]}")
-        if step[0] == "init":
-            tool = Path(sys.executable).parent / "cr-filter-operators"
-            subprocess.run([str(tool) if tool.exists() else "cr-filter-operators", "session.sqlite",
-                            "mutation.toml"], cwd=repo, check=True, capture_output=True)
-            skip_annotations(repo, path)
+    result = cosmic(repo, "init", "mutation.toml", "session.sqlite")
+    if result.returncode != 0:
+        sys.exit(f"mutation: cosmic-ray init failed for {name}:\n{result.stderr[-3000:]}")
+    tool = Path(sys.executable).parent / "cr-filter-operators"
+    subprocess.run([str(tool) if tool.exists() else "cr-filter-operators", "session.sqlite",
+                    "mutation.toml"], cwd=repo, check=True, capture_output=True)
+    skip_annotations(repo, path)
+    exec_sharded(repo, jobs)
     tally = tally_session(name, cosmic(repo, "dump", "session.sqlite").stdout)
     tally.seconds = time.monotonic() - start
     return tally
+
+
+def exec_sharded(repo: Path, jobs: int) -> None:
+    """Test the session's pending mutants in `jobs` copies of the checkout at once (Cosmic
+    Ray's local distributor runs one at a time, and the tests mostly wait on subprocesses),
+    then gather every copy's results into the session."""
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(repo / "session.sqlite")) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+    shards = []
+    for i in range(jobs):
+        shard = repo.with_name(f"{repo.name}.{i}")
+        shutil.rmtree(shard, ignore_errors=True)
+        shutil.copytree(repo, shard, symlinks=True)
+        mine = set(pending[i::jobs])
+        with use_db(str(shard / "session.sqlite")) as db:
+            db.set_multiple_results([j for j in pending if j not in mine], WorkResult(
+                output="another copy's", worker_outcome=WorkerOutcome.SKIPPED))
+        shards.append((shard, mine))
+    tool = Path(sys.executable).parent / "cosmic-ray"
+    procs = [subprocess.Popen([str(tool) if tool.exists() else "cosmic-ray", "exec", "mutation.toml",
+                               "session.sqlite"], cwd=shard, env=test_env(shard),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for shard, _ in shards]
+    errors = [proc.communicate()[1] for proc in procs]
+    failed = [err[-3000:] for proc, err in zip(procs, errors, strict=True) if proc.returncode != 0]
+    with use_db(str(repo / "session.sqlite")) as db:  # what every copy finished, even on failure
+        for shard, mine in shards:
+            with use_db(str(shard / "session.sqlite")) as done:
+                for job_id, result in done.results:
+                    if job_id in mine:
+                        db.set_result(job_id, result)
+    if failed:
+        sys.exit(f"mutation: cosmic-ray exec failed in {repo}:\n{failed[0]}")
 
 
 Span = tuple[tuple[int, int], tuple[int, int]]
@@ -262,6 +297,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"one of: {', '.join(MODULES)}")
     parser.add_argument("--operators-excluded", nargs="*", default=DEFAULT_EXCLUDED, metavar="REGEX")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="test N mutants at once, each in its own copy")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the copies and sessions")
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
@@ -272,7 +309,7 @@ def main() -> int:
     tallies = []
     try:
         for name in args.modules or list(MODULES):
-            tallies.append(run_module(name, work, args.operators_excluded))
+            tallies.append(run_module(name, work, args.operators_excluded, max(1, args.jobs)))
             report([tallies[-1]], survivors=False)
     finally:
         if args.keep is None:

@@ -21,7 +21,11 @@ doit dodo.py with the same task graph that runs the same agent three times per t
                                    (the i-th start after the first K pairs with the
                                    (i-K)-th end: doit hands a freed worker the next task)
 
-Usage: python bench/parallel.py [--quick] [--repeat R] [--cell K:N ...]
+  --burn MS    bare doit again with each task also burning MS ms of CPU in its worker
+               (a third before each agent call): the ratio a given amount of per-task
+               CPU besides the agent allows on this machine, whoever spends it
+
+Usage: python bench/parallel.py [--quick] [--repeat R] [--cell K:N ...] [--burn MS ...]
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ esac
 # The baseline: same groups, same chaining, same agent calls; no ledger, logs or prompts.
 DODO = """import json
 import subprocess
+import time
 from pathlib import Path
 
 P = json.loads(Path(__file__).with_name("params.json").read_text())
@@ -74,8 +79,15 @@ DOIT_CONFIG = {"dep_file": P["dep_file"], "backend": "sqlite3", "par_type": "pro
                "verbosity": 0}
 
 
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
 def call_agent(repo):
     for phase in ("plan", "implement", "review"):
+        burn(P["burn_ms"] / 3000)  # --burn: CPU a task spends besides its agent calls
         subprocess.run([P["agent"], f"# nightshift: {phase} phase"], cwd=repo, check=True,
                        capture_output=True)
 
@@ -201,11 +213,7 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
     env = {**os.environ, "NIGHTSHIFT_HOME": str(work / "home")}
     ns = timed([sys.executable, "-m", "nightshift_tasks", "run", "-n", str(k), f"config={config}"],
                work, env, work / "ns.rec", f"nightshift K={k} N={n}", calls)
-    (work / "params.json").write_text(json.dumps({"dep_file": str(work / "bare.sqlite"),
-                                                  "agent": str(agent), "repos": repos, "tasks": TASKS}))
-    (work / "dodo.py").write_text(DODO)
-    bare = timed([sys.executable, "-m", "doit", "-f", str(work / "dodo.py"), "run", "-n", str(k)],
-                 work, dict(os.environ), work / "bare.rec", f"bare doit K={k} N={n}", calls)
+    bare = bare_run(work, agent, repos, k, 0.0)
     bare_makespan, bare_lower = bounds(bare.records, repos, k)  # doit's own share
     makespan, lower = bounds(ns.records, repos, k)
     ratio = makespan / lower
@@ -215,6 +223,27 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
     return [k, n, calls, makespan, lower, ratio, bare_makespan / bare_lower, ns.wall, bare.wall,
             overhead_ms, ns.cpu, bare.cpu,
             *gaps(work / "home" / "state.db", ns.records, k), ", ".join(flags) or "ok"]
+
+
+def bare_run(work: Path, agent: Path, repos: list[str], k: int, burn_ms: float) -> Run:
+    """Bare doit on the same graph; each task also burns `burn_ms` of CPU in its worker."""
+    calls = len(repos) * len(TASKS) * len(PHASES)
+    (work / "params.json").write_text(json.dumps({"dep_file": str(work / f"bare-{burn_ms:g}.sqlite"),
+                                                  "agent": str(agent), "repos": repos, "tasks": TASKS,
+                                                  "burn_ms": burn_ms}))
+    (work / "dodo.py").write_text(DODO)
+    return timed([sys.executable, "-m", "doit", "-f", str(work / "dodo.py"), "run", "-n", str(k)],
+                 work, dict(os.environ), work / "bare.rec", f"bare doit K={k} N={len(repos)}", calls)
+
+
+def burned(root: Path, agent: Path, repos: list[str], k: int, burn_ms: float, tag: str) -> list[Any]:
+    """How bare doit's ratio grows with CPU spent per task besides the agent: on a machine
+    with fewer cores than K, the ratio nightshift's own per-task CPU allows at best."""
+    work = root / tag
+    work.mkdir()
+    run = bare_run(work, agent, repos, k, burn_ms)
+    makespan, lower = bounds(run.records, repos, k)
+    return [k, len(repos), burn_ms, makespan / lower, (run.cpu / len(repos)) * 1000]
 
 
 def cell_arg(text: str) -> tuple[int, int]:
@@ -228,6 +257,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only K=4, N=8 (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell; the best is kept")
+    parser.add_argument("--burn", type=float, nargs="+", default=[], metavar="MS",
+                        help="also run bare doit with each task burning MS ms of CPU")
     parser.add_argument("--cell", action="append", type=cell_arg, metavar="K:N", default=[],
                         help="run only this cell (repeatable), e.g. --cell 16:64")
     args = parser.parse_args()
@@ -241,16 +272,23 @@ def main() -> int:
         agent.write_text(AGENT)
         agent.chmod(0o755)
         all_repos = make_repos(root, max(n for _, n in grid))
-        rows = []
+        rows, burns = [], []
         for k, n in grid:
             runs = [cell(root, agent, all_repos[:n], k, f"k{k}-n{n}-{r}") for r in range(args.repeat)]
             rows.append(min(runs, key=lambda row: float(row[7])))
+            for ms in args.burn:
+                tries = [burned(root, agent, all_repos[:n], k, ms, f"k{k}-n{n}-burn{ms:g}-{r}")
+                         for r in range(args.repeat)]
+                burns.append(min(tries, key=lambda row: float(row[3])))
             print(f"  K={k:<2} N={n:<3} done", file=sys.stderr, flush=True)
     headers = ["K", "N", "calls", "makespan s", "lower bound s", "ratio", "bare ratio", "nightshift wall s",
                "baseline wall s", "overhead ms/call", "cpu s", "bare cpu s", "dispatch->agent ms",
                "between calls ms", "agent->end ms", "end->dispatch ms", "targets"]
     print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
     print(f"targets: ratio <= {RATIO_TARGET:.2f}, overhead <= {OVERHEAD_TARGET_MS:g} ms/call")
+    if burns:
+        print("\nbare doit, each task also burning CPU in its worker:")
+        print(tabulate(burns, headers=["K", "N", "burn ms/task", "ratio", "cpu ms/task"], floatfmt=".3f"))
     missed = sum(row[-1] != "ok" for row in rows)
     if missed:
         print(f"{missed} row(s) miss a target")
