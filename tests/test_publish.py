@@ -484,6 +484,21 @@ def test_the_hourly_pr_cap_counts_the_last_hours_prs_and_live_reservations(tmp_p
         "publish.max_prs_per_hour (2) reached: 1 opened in the last hour and 2 being opened")
 
 
+def test_a_pr_opened_after_an_old_list_but_over_an_hour_ago_is_not_in_the_hourly_count(
+        tmp_path: Path) -> None:
+    """A list taken over an hour ago (a long task) fetches older rows, for the open-PR cap;
+    the hourly cap still counts the last hour only."""
+    conn = pr_ledger(tmp_path, [("beta", "nightshift/a", "created", 90, 0)])
+    listed = state.stamp(state.now() - timedelta(hours=2))
+    assert _take_slot(gh_spec(tmp_path, per_hour=1), conn, 7, set(), listed) is None
+
+
+def test_a_pr_opened_by_a_process_still_running_counts_once(tmp_path: Path) -> None:
+    """A created row is no reservation, whoever made it and whether or not it still runs."""
+    conn = pr_ledger(tmp_path, [("beta", "nightshift/a", "created", 5, os.getpid())])
+    assert _take_slot(gh_spec(tmp_path, per_hour=2), conn, 7, set(), state.stamp(state.now())) is None
+
+
 def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(tmp_path: Path) -> None:
     spec = gh_spec(tmp_path, open_prs=3)
     listed = state.stamp(state.now() - timedelta(minutes=5))
@@ -492,7 +507,8 @@ def test_the_open_pr_cap_counts_this_projects_listed_held_and_newly_opened_prs(t
                                 (str(tmp_path), "nightshift/listed", "created", 20, 0),
                                 (str(tmp_path), "nightshift/merged", "created", 30, 0),  # not open now
                                 (str(tmp_path), "nightshift/closed", "created", 40, 0),  # nor this one
-                                ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid())])
+                                ("beta", "nightshift/elsewhere", "reserved", 1, os.getpid()),
+                                ("/a", "nightshift/sorted-before", "reserved", 1, os.getpid())])
     assert _take_slot(spec, conn, 7, {"nightshift/listed"}, listed) == (
         "publish.max_open_prs_per_project (3) reached: 3 open nightshift PR(s)")
     assert _take_slot(gh_spec(tmp_path, open_prs=2), conn, 7, {"nightshift/listed"}, listed) == (
