@@ -59,7 +59,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     # test_shutdown.py exercises process.py too, but takes four times as long per mutant: the
     # score with test_process.py alone is a lower bound.
     "process": ("nightshift_tasks/process.py", ["tests/test_process.py"]),
-    "signals": ("nightshift_tasks/signals.py", ["tests/test_shutdown.py", "tests/test_process.py"]),
+    "signals": ("nightshift_tasks/signals.py", ["tests/test_signals.py", "tests/test_shutdown.py",
+                                                "tests/test_process.py"]),
     # test_publish.py exercises git.py too, at four times the cost per mutant: its survivors
     # are re-run against it by hand. The fast files first: -x stops at the first failure.
     "git": ("nightshift_tasks/git.py", ["tests/test_git.py", "tests/test_repo_files.py",
