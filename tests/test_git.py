@@ -35,6 +35,16 @@ def test_contains_holds_for_an_ancestor_only(repo: Path, box: ngit.Worktree) -> 
     assert ngit.contains(box, second, first)
     assert not ngit.contains(box, first, second)
     assert not ngit.contains(box, unrelated, first)  # no merge base at all
+    # A sibling whose id sorts before `first` (ids are hashes: made until there is one), so
+    # only an equality test tells the merge base `first` from the sibling asked about.
+    below = None
+    for i in range(64):
+        sibling = side_commit(repo, first, "sibling", f"{i}\n")
+        if sibling < first:
+            below = sibling
+            break
+    assert below is not None
+    assert not ngit.contains(box, first, below)
 
 
 @pytest.mark.parametrize("text", ["work\n", "more work\n", "other work\n", "last\n"])
@@ -197,6 +207,10 @@ def test_base_commit_is_the_configured_branch_remote_first(repo: Path, tmp_path:
 def test_remote_owner(repo: Path, url: str, owner: str | None) -> None:
     git(repo, "remote", "add", "origin", url)
     assert ngit.remote_owner(str(repo), "origin") == owner
+
+
+def test_a_remote_that_does_not_exist_has_no_owner(repo: Path) -> None:
+    assert ngit.remote_owner(str(repo), "origin") is None
 
 
 def test_a_git_that_dies_of_a_signal_fails_the_call(repo: Path, tmp_path: Path,
