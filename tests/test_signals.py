@@ -74,6 +74,62 @@ def test_each_tick_interrupts_again_a_run_not_yet_summarising(
     assert timers == [TICK]
 
 
+@pytest.mark.parametrize(("phase", "raised"), [("loading", SystemExit), ("running", KeyboardInterrupt),
+                                               ("worker", KeyboardInterrupt), ("finishing", None)])
+def test_a_signal_exits_before_the_run_interrupts_it_and_only_sets_the_status_once_summarising(
+        monkeypatch: pytest.MonkeyPatch, phase: str, raised: type[BaseException] | None) -> None:
+    monkeypatch.setattr(signals, "_phase", phase)
+    if raised is None:
+        signals._interrupt()
+    else:
+        with pytest.raises(raised):
+            signals._interrupt()
+
+
+def test_prctl_failing_is_false(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = SimpleNamespace(prctl=lambda *args: -1)
+    monkeypatch.setattr(signals, "ctypes", SimpleNamespace(CDLL=lambda *a, **k: libc))
+    assert signals._prctl(signals.PR_SET_CHILD_SUBREAPER, 1) is False
+
+
+@pytest.mark.parametrize("parent_gone", [False, True])
+def test_a_worker_whose_parent_is_already_gone_stops_at_once(
+        monkeypatch: pytest.MonkeyPatch, parent_gone: bool) -> None:
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(signals, "_prctl", lambda option, value: calls.append((option, value)) or True)
+    parent = SimpleNamespace(pid=os.getppid() + parent_gone)  # another pid: we were adopted
+    monkeypatch.setattr(signals.multiprocessing, "parent_process", lambda: parent)
+    if parent_gone:
+        with pytest.raises(KeyboardInterrupt):
+            signals.die_with_parent()
+    else:
+        signals.die_with_parent()
+    assert calls == [(signals.PR_SET_PDEATHSIG, signal.SIGTERM)]
+
+
+DEATH_SIGNAL = """
+import ctypes, multiprocessing
+from nightshift_tasks import signals
+
+def worker(queue):
+    signals.die_with_parent()
+    got = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(got), 0, 0, 0)  # PR_GET_PDEATHSIG
+    queue.put(got.value)
+
+if __name__ == "__main__":
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=worker, args=(queue,))
+    child.start()
+    print(queue.get(timeout=30))
+    child.join()
+"""
+
+
+def test_a_worker_gets_sigterm_when_doits_main_process_dies() -> None:
+    assert probe(DEATH_SIGNAL).stdout == f"{int(signal.SIGTERM)}\n"
+
+
 def probe(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": ROOT})
@@ -152,17 +208,21 @@ def test_only_the_subreaper_sweeps_and_it_reaps_what_it_stops_and_every_zombie()
 
 
 HARD_STOP = """
-import subprocess
+import subprocess, sys
 from nightshift_tasks import signals
-child = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+child = subprocess.Popen(["sh", "-c", "trap 'echo TERM >> %s' TERM; echo ready; while :; do sleep 0.1; done"],
+                         stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
 print(child.pid, flush=True)
 signals.hard_stop()
 print("not reached")
 """
 
 
-def test_the_hard_stop_kills_every_child_and_exits_130_saying_why() -> None:
-    out = probe(HARD_STOP)
+def test_the_hard_stop_kills_every_child_without_a_term_and_exits_130_saying_why(tmp_path: Path) -> None:
+    termed = tmp_path / "termed"
+    out = probe(HARD_STOP % termed)
     assert (out.returncode, out.stderr) == (signals.EXIT_INTERRUPTED, (
         f"nightshift: the orderly stop took over {SHUTDOWN:g}s; killing what is left\n"))
     assert gone(int(out.stdout))
+    assert not termed.exists()  # no grace left: KILL at once
