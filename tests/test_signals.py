@@ -146,6 +146,15 @@ def test_a_process_becomes_a_subreaper_only_where_prctl_succeeds() -> None:
     assert linux.stdout == "True\n"
 
 
+def test_without_proc_there_are_no_children_to_find() -> None:
+    out = probe("import os, subprocess\nfrom nightshift_tasks import signals\n"
+                "def gone(*args): raise FileNotFoundError('/proc')\n"
+                "signals.os.listdir = signals.os.scandir = gone\n"
+                "child = subprocess.Popen(['sleep', '30'], stdout=subprocess.DEVNULL)\n"
+                "print(signals.children(), signals.children(zombies=True))\nchild.kill()\n")
+    assert out.stdout == "[] []\n", out.stderr
+
+
 STOP_CHILDREN = """
 import subprocess, time
 from nightshift_tasks import signals
