@@ -3,10 +3,12 @@
 Runs Cosmic Ray (the `mutation` extra: `pip install -e '.[mutation]'`) on a copy of this
 checkout, one module at a time. Each mutant of a module is tested only by the test files
 that exercise that module (MODULES below), so a module costs (its mutants) x (those tests'
-time), not the whole suite per mutant. Cosmic Ray mutates the file on disk and runs the
-tests in a subprocess, so the mutant is also what the tests' `doit` subprocesses import
-(PYTHONPATH points at the copy): most of the behaviour here is only reached that way, which
-is why an in-process tool that maps tests to functions by tracing calls does not fit.
+time), not the whole suite per mutant. The mutants run in a PID namespace of their own
+(unshare) where the system has one: a mutant of the teardown can signal every process.
+Cosmic Ray mutates the file on disk and runs the tests in a subprocess, so the mutant is
+also what the tests' `doit` subprocesses import (PYTHONPATH points at the copy): most of the
+behaviour here is only reached that way, which is why an in-process tool that maps tests to
+functions by tracing calls does not fit.
 
 Prints, per module, killed / survived / timeout / incompetent and the score (killed and
 timed out over all tested mutants), then every survivor with its diff, to be killed by a
@@ -193,6 +195,23 @@ def run_module(name: str, work: Path, excluded: list[str], jobs: int) -> Tally:
     return tally
 
 
+def confined() -> list[str]:
+    """The prefix that runs the mutants in a PID namespace of their own, where there is one.
+    A mutant of the teardown (signals.py, process.py) can turn "stop our children" into
+    "stop every process we may signal": without it, one took this machine's shell and
+    every other job with it."""
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if os.geteuid() != 0:
+        prefix[1:1] = ["--user", "--map-root-user"]
+    try:
+        subprocess.run([*prefix, "true"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        print("mutation: warning: no PID namespace here (unshare); a mutant may signal any "
+              "process of yours", file=sys.stderr, flush=True)
+        return []
+    return prefix
+
+
 def exec_sharded(repo: Path, jobs: int) -> None:
     """Test the session's pending mutants in `jobs` copies of the checkout at once (Cosmic
     Ray's local distributor runs one at a time, and the tests mostly wait on subprocesses),
@@ -213,8 +232,8 @@ def exec_sharded(repo: Path, jobs: int) -> None:
                 output="another copy's", worker_outcome=WorkerOutcome.SKIPPED))
         shards.append((shard, mine))
     tool = Path(sys.executable).parent / "cosmic-ray"
-    procs = [subprocess.Popen([str(tool) if tool.exists() else "cosmic-ray", "exec", "mutation.toml",
-                               "session.sqlite"], cwd=shard, env=test_env(shard),
+    procs = [subprocess.Popen([*confined(), str(tool) if tool.exists() else "cosmic-ray", "exec",
+                               "mutation.toml", "session.sqlite"], cwd=shard, env=test_env(shard),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for shard, _ in shards]
     errors = [proc.communicate()[1] for proc in procs]
