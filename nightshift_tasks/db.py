@@ -180,7 +180,13 @@ def write(conn: Conn, lock: str | None = None) -> Iterator[Conn]:
     """One short write transaction. A check and the write it allows are atomic: on SQLite
     every writer queues up front (BEGIN IMMEDIATE); on PostgreSQL the writers of one `lock`
     ("budget claude", "claim /path") queue for it, fleet-wide, and the rest only take the
-    locks of the rows they change."""
+    locks of the rows they change. Inside another write it is part of that transaction
+    (taking `lock` too): a task's start and end are one transaction each, not seven."""
+    if conn.in_transaction:
+        if lock is not None and not isinstance(conn, sqlite3.Connection):
+            conn.hold(lock)  # type: ignore[attr-defined]
+        yield conn
+        return
     if isinstance(conn, sqlite3.Connection):
         _begin_file(conn)
     else:
@@ -196,8 +202,8 @@ def write(conn: Conn, lock: str | None = None) -> Iterator[Conn]:
 
 def write_one(conn: Conn, sql: str, parameters: Sequence[Any] = ()) -> Cursor:
     """One idempotent statement (an UPDATE or DELETE that may safely run twice) as a write
-    of its own: on a server it commits by itself."""
-    if isinstance(conn, sqlite3.Connection):
+    of its own (or a part of the write it is in): on a server it commits by itself."""
+    if isinstance(conn, sqlite3.Connection) or conn.in_transaction:
         with write(conn):
             return conn.execute(sql, parameters)
     return conn.execute_alone(sql, parameters)  # type: ignore[attr-defined, no-any-return]

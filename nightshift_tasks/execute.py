@@ -16,6 +16,7 @@ from typing import Any
 
 from nightshift_tasks import (
     budget,
+    db,
     fleet,
     git,
     mirrors,
@@ -72,6 +73,34 @@ def _in_worktree(spec: TaskSpec, conn: Conn, agent: ProviderAgent,
         git.remove_worktree(path, worktree, box)
 
 
+def _begin(spec: TaskSpec, conn: Conn, day: str, log: Path) -> ProviderAgent | str:
+    """Claim the project, open today's chain and start the task's attempt, in one
+    transaction (each is a turn at the ledger's write lock, which 16 workers queue for).
+    A string says why this run may not work the task: then there is no ledger row."""
+    run, project = spec.run, spec.project
+    with db.write(conn, f"claim {project.path}"):
+        taken = fleet.claim(conn, project.path, day, run.run_id, spec.slug, run.forced)
+        if taken:
+            return taken
+        chain_id = state.open_chain(conn, project.path, day, list(project.chain),
+                                    project.providers[0].name, run.run_id)
+        agent = ProviderAgent(spec, conn, chain_id, log)
+        agent.attempt_id = state.start_attempt(
+            conn, chain_id, run.run_id, project.path, spec.slug, agent.provider, os.getpid(),
+            str(log))
+    return agent
+
+
+def _end(spec: TaskSpec, conn: Conn, day: str, attempt: int, outcome: state.Outcome) -> None:
+    """Free what the task held (its budget reservations, an unused PR slot) and record its
+    outcome, in one transaction; the chain's last task frees the project too."""
+    with db.write(conn):
+        budget.release(conn, attempt)
+        publish.release_slot(conn, attempt)
+        if state.finish_attempt(conn, attempt, outcome):
+            fleet.unclaim(conn, spec.project.path, day, spec.run.run_id)
+
+
 def run_task(spec: TaskSpec) -> dict[str, Any]:
     """The doit action. A storage fault that keeps even the outcome out of the ledger (a
     full disk, a database locked past budget.db_lock_wait) comes back as a failed result
@@ -98,22 +127,17 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
     conn = state.connect(run.db_path, run.db_lock_wait)
     fault = None
     try:
-        taken = fleet.claim(conn, project.path, day, run.run_id, spec.slug, run.forced)
-        if taken:  # another machine works the project, or did the task: no ledger row here
-            return {"status": "skipped", "provider": project.providers[0].name, "error": taken,
+        agent = _begin(spec, conn, day, log)
+        if isinstance(agent, str):  # another machine works the project, or did the task
+            return {"status": "skipped", "provider": project.providers[0].name, "error": agent,
                     "duration": time.monotonic() - started}
-        chain_id = state.open_chain(conn, project.path, day, list(project.chain),
-                                    project.providers[0].name, run.run_id)
-        agent = ProviderAgent(spec, conn, chain_id, log)
-        attempt = agent.attempt_id = state.start_attempt(
-            conn, chain_id, run.run_id, project.path, spec.slug, agent.provider, os.getpid(),
-            str(log))
+        attempt = agent.attempt_id
         brief = TaskBrief(spec.slug, spec.name, spec.description, project.name, project.path,
                           project.notes, spec.sources)
         span = run.window
         reason = (f"the time window {window.describe(span)} closed before this task could start"
                   if span and not window.is_open(span, state.now()) else None)
-        published = None
+        result, published = None, None  # None: interrupted (Ctrl-C, TERM) before an outcome
         try:
             if project.url and not reason:
                 mirrors.sync(project.url, Path(project.repo))
@@ -128,19 +152,14 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
             spent = state.attempt_usage(conn, attempt)["tokens"]
             result = LoopResult("skipped", 0, error=str(exc),
                                 failure=None if spent else state.NOT_STARTED)
-        except KeyboardInterrupt:
-            state.finish_attempt(conn, attempt, state.Outcome("interrupted", error="interrupted"))
-            raise
         except Exception as exc:  # a bug of ours must not stop the chain, nor a full disk
             fault = storage.describe(exc, run.db_path)
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
-            budget.release(conn, attempt)
-            publish.release_slot(conn, attempt)
-        if state.finish_attempt(conn, attempt, state.Outcome(
+            _end(spec, conn, day, attempt, state.Outcome(
                 result.status, result.iterations, result.error,
-                published.output_ref if published else None, result.failure)):
-            fleet.unclaim(conn, project.path, day, run.run_id)
+                published.output_ref if published else None, result.failure)
+                if result else state.Outcome("interrupted", error="interrupted"))
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()

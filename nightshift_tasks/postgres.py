@@ -130,9 +130,13 @@ class Ledger:
     def _begin(self, lock: str | None) -> None:
         self._conn.execute("BEGIN")
         if lock is not None:
-            key = int.from_bytes(hashlib.blake2b(lock.encode(), digest_size=8).digest(), "big",
-                                 signed=True)
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            self.hold(lock)
+
+    def hold(self, lock: str) -> None:
+        """Hold `lock` until the transaction ends (taking it again is harmless)."""
+        key = int.from_bytes(hashlib.blake2b(lock.encode(), digest_size=8).digest(), "big",
+                             signed=True)
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     def _reopen(self) -> None:
         """Open the connection again, backing off, for up to lock_wait seconds."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from datetime import date
 
+import pytest
+
 from nightshift_tasks import budget, db, leases, state
 
 
@@ -49,3 +51,29 @@ def test_reservations_and_leases_on_each_backend(ledger: str) -> None:
     assert budget.open_reserved(conn, "command") == 0
     held = leases.try_acquire(conn, "command", 1, 60)
     assert held is not None and leases.try_acquire(conn, "command", 1, 60) is None
+
+
+def test_writes_inside_a_write_are_one_transaction_on_each_backend(ledger: str) -> None:
+    conn, other = db.connect(ledger), db.connect(ledger)
+    day = date.today().isoformat()
+    with pytest.raises(RuntimeError, match="boom"), db.write(conn, "claim /p"):
+        state.open_chain(conn, "/p", day, ["a"], "command", "r1")  # a write of its own
+        budget.release(conn, 1)  # a one-statement write of its own
+        raise RuntimeError("boom")
+    assert not conn.in_transaction and state.chain_for_day(conn, "/p", day) is None
+    with db.write(conn):
+        chain = state.open_chain(conn, "/p", day, ["a"], "command", "r1")
+        state.start_attempt(conn, chain, "r1", "/p", "a", "command", 1, "/log")
+        assert other.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 0
+    assert [tuple(r) for r in other.execute("SELECT task, status FROM attempts")] == [("a", "running")]
+
+
+def test_a_write_inside_a_write_takes_its_lock_too_on_postgresql(pg_url: str) -> None:
+    conn = db.connect(pg_url)
+    held = ("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+            "pid = pg_backend_pid() AND granted")
+    with db.write(conn):
+        assert conn.execute(held).fetchone()[0] == 0
+        with db.write(conn, "claim /p"):
+            assert conn.execute(held).fetchone()[0] == 1
+    assert conn.execute(held).fetchone()[0] == 0
