@@ -187,9 +187,10 @@ def _scan_children(me: int) -> list[int]:
 
 def _signal_child(pid: int, sig: int) -> None:
     """A child leading its own group (an agent, a setsid() escapee) is signalled with its
-    whole group; a child in our group (a doit worker) alone."""
+    whole group; any other (a doit worker, in our group) alone. A child never leads our
+    own group, so that needs no check."""
     with contextlib.suppress(OSError):
-        if os.getpgid(pid) == pid != os.getpgid(0):
+        if os.getpgid(pid) == pid:
             os.killpg(pid, sig)
         else:
             os.kill(pid, sig)

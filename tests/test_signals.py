@@ -5,6 +5,7 @@ children, its exit) in a Python of its own."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -235,3 +236,49 @@ def test_the_hard_stop_kills_every_child_without_a_term_and_exits_130_saying_why
         f"nightshift: the orderly stop took over {SHUTDOWN:g}s; killing what is left\n"))
     assert gone(int(out.stdout))
     assert not termed.exists()  # no grace left: KILL at once
+
+
+SCAN = """
+import os, subprocess
+from nightshift_tasks import signals
+child = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True)
+grandchild = int(child.stdout.readline())
+try:
+    print(signals._scan_children(os.getpid()) == [child.pid] == signals.children(), grandchild > child.pid)
+finally:
+    os.kill(grandchild, 9)
+    child.wait()
+"""
+
+
+def test_the_scan_of_proc_finds_exactly_our_children_not_theirs() -> None:
+    # The grandchild's parent is a pid above ours: a scan comparing loosely would take it too.
+    out = probe(SCAN)
+    assert out.stdout == "True True\n", out.stderr
+
+
+def test_a_child_in_another_childs_group_is_signalled_alone() -> None:
+    joiner = subprocess.Popen([sys.executable, "-c", "import os, sys, time\nos.setpgid(0, int(input()))\n"
+                               "print('joined', flush=True)\ntime.sleep(60)\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    leader = subprocess.Popen(["sleep", "60"], process_group=0)  # a group led by a later pid
+    try:
+        assert joiner.stdin is not None and joiner.stdout is not None
+        joiner.stdin.write(f"{leader.pid}\n")
+        joiner.stdin.flush()
+        assert joiner.stdout.readline() == "joined\n"
+        assert os.getpgid(joiner.pid) == leader.pid > joiner.pid
+        signals._signal_child(joiner.pid, signal.SIGTERM)
+        assert (joiner.wait(timeout=10), leader.poll()) == (-signal.SIGTERM, None)
+    finally:
+        joiner.kill()
+        leader.kill()
+        leader.wait()
+
+
+def test_the_readme_states_the_stop_bounds_the_code_enforces() -> None:
+    readme = (Path(ROOT) / "README.md").read_text()
+    stated = re.search(r"within about (\d+) seconds, with exit status 130: each agent's process\s+"
+                       r"group gets TERM, then KILL after (\d+) s", readme)
+    assert stated is not None
+    assert (float(stated[1]), float(stated[2])) == (SHUTDOWN, signals.GRACE_SECONDS) == (8.0, 5.0)
