@@ -181,7 +181,7 @@ def write(conn: Conn, lock: str | None = None) -> Iterator[Conn]:
     every writer queues up front (BEGIN IMMEDIATE); on PostgreSQL the writers of one `lock`
     ("budget claude", "claim /path") queue for it, fleet-wide, and the rest only take the
     locks of the rows they change. Inside another write it is part of that transaction
-    (taking `lock` too): a task's start and end are one transaction each, not seven."""
+    (taking `lock` too): so a task's start and its end are two transactions, not seven."""
     if conn.in_transaction:
         if lock is not None and not isinstance(conn, sqlite3.Connection):
             conn.hold(lock)  # type: ignore[attr-defined]

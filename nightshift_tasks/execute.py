@@ -101,6 +101,14 @@ def _end(spec: TaskSpec, conn: Conn, day: str, attempt: int, outcome: state.Outc
             fleet.unclaim(conn, spec.project.path, day, spec.run.run_id)
 
 
+def _outcome(result: LoopResult | None, published: publish.Published | None) -> state.Outcome:
+    """What the ledger records of the task; no result: interrupted (Ctrl-C, TERM) first."""
+    if result is None:
+        return state.Outcome("interrupted", error="interrupted")
+    return state.Outcome(result.status, result.iterations, result.error,
+                         published.output_ref if published else None, result.failure)
+
+
 def run_task(spec: TaskSpec) -> dict[str, Any]:
     """The doit action. A storage fault that keeps even the outcome out of the ledger (a
     full disk, a database locked past budget.db_lock_wait) comes back as a failed result
@@ -156,10 +164,7 @@ def _run_task(spec: TaskSpec) -> dict[str, Any]:
             fault = storage.describe(exc, run.db_path)
             result = LoopResult("failed", 0, error=str(fault) if fault else f"internal error: {exc!r}")
         finally:
-            _end(spec, conn, day, attempt, state.Outcome(
-                result.status, result.iterations, result.error,
-                published.output_ref if published else None, result.failure)
-                if result else state.Outcome("interrupted", error="interrupted"))
+            _end(spec, conn, day, attempt, _outcome(result, published))
         used = state.attempt_usage(conn, attempt)
     finally:
         conn.close()
