@@ -21,6 +21,11 @@ doit dodo.py with the same task graph that runs the same agent three times per t
                                    (the i-th start after the first K pairs with the
                                    (i-K)-th end: doit hands a freed worker the next task)
 
+  split        below the table: each ratio's excess over 1 as doit's own (the bare ratio
+               less 1, same cell) and nightshift's (the rest); and, for each K run with
+               two N, the CPU per task and the fixed CPU per run of both, solved from the
+               two cells (the burn table says what a millisecond of CPU per task costs)
+
   --burn MS    bare doit again with each task also burning MS ms of CPU in its worker
                (a third before each agent call): the ratio a given amount of per-task
                CPU besides the agent allows on this machine, whoever spends it
@@ -294,6 +299,18 @@ def main() -> int:
                "between calls ms", "agent->end ms", "end->dispatch ms", "targets"]
     print(tabulate(rows, headers=headers, floatfmt=".3f"), flush=True)
     print(f"targets: ratio <= {RATIO_TARGET:.2f}, overhead <= {OVERHEAD_TARGET_MS:g} ms/call")
+    print("\nsplit:")
+    for row in rows:
+        print(f"  K={row[0]:<2} N={row[1]:<3} ratio {row[5]:.3f} = 1 + doit's own {row[6] - 1:.3f} "
+              f"+ nightshift's {row[5] - row[6]:.3f}")
+    for k, pair in itertools.groupby(sorted(rows, key=lambda row: (row[0], row[1])), lambda row: row[0]):
+        cells = list(pair)
+        if len(cells) >= 2:
+            (_, n1, *a), (_, n2, *b) = cells[0], cells[-1]
+            ns_task, bare_task = ((b[i] - a[i]) / (n2 - n1) for i in (8, 9))  # cpu s, bare cpu s
+            print(f"  K={k:<2} cpu per task {ns_task * 1000:.1f} ms, bare doit {bare_task * 1000:.1f} "
+                  f"ms (nightshift's {(ns_task - bare_task) * 1000:.1f} ms); fixed per run "
+                  f"{a[8] - ns_task * n1:.2f} s, bare doit {a[9] - bare_task * n1:.2f} s")
     if burns:
         print("\nbare doit, each task also burning CPU in its worker:")
         print(tabulate(burns, headers=["K", "N", "burn ms/task", "ratio", "cpu ms/task"], floatfmt=".3f"))
