@@ -203,11 +203,7 @@ def gaps(db: Path, records: list[tuple[float, float, str]], k: int) -> list[floa
     return [_ms(first), _ms(between), _ms(last), _ms(handoff)]
 
 
-def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[Any]:
-    n, calls = len(repos), len(repos) * len(TASKS) * len(PHASES)
-    work = root / tag
-    work.mkdir()
-    config = work / "nightshift.yaml"
+def write_config(config: Path, repos: list[str], agent: Path) -> Path:
     config.write_text(json.dumps({  # JSON is YAML
         "projects": [{"path": r} for r in repos],
         "schedule": {"max_tasks": len(TASKS)},
@@ -218,6 +214,14 @@ def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[An
         "providers": {"preference": ["command"],
                       "command": {"enabled": True, "timeout": "2m", "argv": [str(agent), "{prompt}"]}},
     }, indent=1))
+    return config
+
+
+def cell(root: Path, agent: Path, repos: list[str], k: int, tag: str) -> list[Any]:
+    n, calls = len(repos), len(repos) * len(TASKS) * len(PHASES)
+    work = root / tag
+    work.mkdir()
+    config = write_config(work / "nightshift.yaml", repos, agent)
     env = {**os.environ, "NIGHTSHIFT_HOME": str(work / "home")}
     ns = timed([sys.executable, "-m", "nightshift_tasks", "run", "-n", str(k), f"config={config}"],
                work, env, work / "ns.rec", f"nightshift K={k} N={n}", calls)
