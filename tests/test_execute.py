@@ -107,11 +107,12 @@ def test_a_stated_reset_equal_to_the_calls_timeout_is_waited_for(env: Env) -> No
 
 
 def test_an_agent_killed_by_a_signal_reports_its_negative_exit(env: Env) -> None:
-    """A CLI that dies of SIGHUP (exit -1) after printing a usage limit: the failure names
-    the signal's exit status like any other non-zero one, and the chain fails over."""
-    agent = env.tmp / "hung-up-agent"
+    """A CLI that dies of a signal (exit -9) after printing a usage limit: the failure names
+    the signal's exit status like any other non-zero one, and the chain fails over. KILL,
+    because a signal that can be ignored may be (under nohup, HUP is)."""
+    agent = env.tmp / "killed-agent"
     agent.write_text('#!/bin/sh\necho "Error: you have reached your usage limit for this month" >&2\n'
-                     'kill -HUP $$\n')
+                     'kill -KILL $$\n')
     agent.chmod(0o755)
     failing_first(env, [])
     env.write_config({"providers": {"command": {"enabled": True, "timeout": "1m",
@@ -120,8 +121,8 @@ def test_an_agent_killed_by_a_signal_reports_its_negative_exit(env: Env) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert calls(env) == [("command", "plan", "quota"), *(("copilot", p, o) for p, o in OK)]
     error = sqlite3.connect(env.home / "state.db").execute("SELECT error FROM calls").fetchone()
-    assert error == ("exit -1: Error: you have reached your usage limit for this month",)
-    assert ("switching to copilot for the rest of the chain: command: exit -1: Error: you have "
+    assert error == ("exit -9: Error: you have reached your usage limit for this month",)
+    assert ("switching to copilot for the rest of the chain: command: exit -9: Error: you have "
             "reached your usage limit for this month") in task_log(env)
 
 
