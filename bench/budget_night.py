@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from parallel import make_repos  # bench/ is sys.path[0] when run as a script
+from parallel import fake_agent, make_repos  # bench/ is sys.path[0] when run as a script
 from tabulate import tabulate
 
 import nightshift_tasks
@@ -262,9 +262,7 @@ def main() -> int:
           f"package: {Path(nightshift_tasks.__file__).parent}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="ns-budget-")).resolve()
     try:
-        agent = root / "agent"
-        agent.write_text(AGENT)
-        agent.chmod(0o755)
+        agent = fake_agent(root, AGENT)
         repos = make_repos(root, PROJECTS + WARM)
         nights: dict[tuple[int, float], list[Night]] = {}
         for sigma in sorted({s for _, s in grid}):

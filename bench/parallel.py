@@ -62,6 +62,7 @@ TASKS = ["lint-fix"]  # schedule.max_tasks = 1: one maintenance task per project
 RATIO_TARGET = 1.10
 OVERHEAD_TARGET_MS = 10.0
 GRID = [(k, n) for k in (1, 4, 16) for n in (8, 64)]
+CPU, BARE_CPU = 10, 11  # the columns of a cell's row holding each run's CPU seconds
 
 AGENT = """#!/bin/sh
 s=$(date +%s.%N)
@@ -125,6 +126,21 @@ def children_cpu() -> float:
 
 def die(message: str) -> None:
     sys.exit(f"bench/parallel.py: {message}")
+
+
+def machine() -> str:
+    """The line every bench starts with: what the numbers were measured on."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"machine: nproc={cpus}, python {platform.python_version()} "
+            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
+
+
+def fake_agent(root: Path, script: str = AGENT) -> Path:
+    """The fake agent as an executable file in `root`."""
+    agent = root / "fake-agent"
+    agent.write_text(script)
+    agent.chmod(0o755)
+    return agent
 
 
 def make_repos(root: Path, count: int) -> list[str]:
@@ -275,9 +291,7 @@ def main() -> int:
                         help="run only this cell (repeatable), e.g. --cell 16:64")
     args = parser.parse_args()
     grid = [(4, 8)] if args.quick else args.cell or GRID
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: nproc={cpus}, python {platform.python_version()} "
-          f"({platform.python_implementation()}), {platform.system()} {platform.release()}", flush=True)
+    print(machine(), flush=True)
     # doit and every other installed package come with their bytecode; a checkout installed
     # with `pip install -e` has none, and PYTHONDONTWRITEBYTECODE (set on this machine) keeps
     # it so: each run would compile nightshift's modules anew (about 0.1 s), which no
@@ -285,9 +299,7 @@ def main() -> int:
     compileall.compile_dir(str(Path(nightshift_tasks.__file__).parent), quiet=1)
     with tempfile.TemporaryDirectory(prefix="ns-bench-") as tmp:
         root = Path(tmp).resolve()  # resolved, so it matches the agent's $PWD
-        agent = root / "fake-agent"
-        agent.write_text(AGENT)
-        agent.chmod(0o755)
+        agent = fake_agent(root)
         all_repos = make_repos(root, max(n for _, n in grid))
         rows, burns = [], []
         for k, n in grid:
@@ -310,11 +322,12 @@ def main() -> int:
     for k, pair in itertools.groupby(sorted(rows, key=lambda row: (row[0], row[1])), lambda row: row[0]):
         cells = list(pair)
         if len(cells) >= 2:
-            (_, n1, *a), (_, n2, *b) = cells[0], cells[-1]
-            ns_task, bare_task = ((b[i] - a[i]) / (n2 - n1) for i in (8, 9))  # cpu s, bare cpu s
+            first, last = cells[0], cells[-1]
+            n1, n2 = first[1], last[1]
+            ns_task, bare_task = ((last[i] - first[i]) / (n2 - n1) for i in (CPU, BARE_CPU))
             print(f"  K={k:<2} cpu per task {ns_task * 1000:.1f} ms, bare doit {bare_task * 1000:.1f} "
                   f"ms (nightshift's {(ns_task - bare_task) * 1000:.1f} ms); fixed per run "
-                  f"{a[8] - ns_task * n1:.2f} s, bare doit {a[9] - bare_task * n1:.2f} s")
+                  f"{first[CPU] - ns_task * n1:.2f} s, bare doit {first[BARE_CPU] - bare_task * n1:.2f} s")
     if burns:
         print("\nbare doit, each task also burning CPU in its worker:")
         print(tabulate(burns, headers=["K", "N", "burn ms/task", "ratio", "cpu ms/task"], floatfmt=".3f"))

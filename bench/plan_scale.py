@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from parallel import fake_agent, machine  # bench/ is sys.path[0] when run as a script
 from tabulate import tabulate
 
 TASKS = ["lint-fix", "bug-finder"]
@@ -207,15 +207,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10000], help="project counts")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best is kept")
     args = parser.parse_args()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: nproc={cpus}, python {platform.python_version()} "
-          f"({platform.python_implementation()}), {platform.system()} {platform.release()}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"{machine()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ns-plan-scale-") as tmp:
         root = Path(tmp).resolve()
-        agent = root / "fake-agent"
-        agent.write_text(AGENT)
-        agent.chmod(0o755)
+        agent = fake_agent(root, AGENT)
         rows = []
         for n in args.n:
             rows.append(row(n, root, agent, args.repeat))

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import functools
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from parallel import AGENT, make_repos, write_config  # bench/ is sys.path[0]
+from parallel import fake_agent, machine, make_repos, write_config  # bench/ is sys.path[0]
 from tabulate import tabulate
 
 from nightshift_tasks import cli, db, execute, git, loop, process, provider_agent, publish, state
@@ -86,9 +85,11 @@ def _program(args: Any) -> str:
 
 
 def _timed(label: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    spawns = func is subprocess.Popen.__init__  # also note which program it starts
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if label.endswith("start a process"):
+        if spawns:
             _spawned.append(_program(args[1] if len(args) > 1 else kwargs["args"]))
         wall, cpu, children = time.perf_counter(), time.process_time(), _children()
         try:
@@ -201,10 +202,10 @@ def report(out: Path, n: int) -> None:
     whole = steps.pop("the whole action")
     top = [steps[label] for label in TOP if label in steps]
     rest = [whole[0], *(whole[i] - sum(step[i] for step in top) for i in (1, 2, 3))]
-    rows = [[label, *(v / n * (1 if i == 0 else 1000) for i, v in enumerate(steps[label]))]
-            for _, _, label in STEPS[1:] if label in steps]
-    rows += [[label, *(v / n * (1 if i == 0 else 1000) for i, v in enumerate(values))]
-             for label, values in (("the rest of the action", rest), ("the whole action", whole))]
+    listed = [(label, steps[label]) for _, _, label in STEPS[1:] if label in steps]
+    listed += [("the rest of the action", rest), ("the whole action", whole)]
+    # per task: times, then wall, cpu and children's cpu in ms
+    rows = [[label, values[0] / n, *(v / n * 1000 for v in values[1:])] for label, values in listed]
     print(f"\nper task (means over {n} tasks), in the worker; children: the CPU of the processes "
           "the step started and reaped")
     print(tabulate(rows, headers=["step", "times", "wall ms", "cpu ms", "children cpu ms"], floatfmt=".2f"))
@@ -226,13 +227,10 @@ def main() -> int:
     parser.add_argument("-k", type=int, default=16, help="doit workers (run -n K)")
     parser.add_argument("-n", type=int, default=64, help="projects, one task each")
     args = parser.parse_args()
-    print(f"machine: nproc={len(os.sched_getaffinity(0))}, python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}; run -n {args.k} over {args.n} projects", flush=True)
+    print(f"{machine()}; run -n {args.k} over {args.n} projects", flush=True)
     with tempfile.TemporaryDirectory(prefix="ns-cost-") as tmp:
         root = Path(tmp).resolve()
-        agent = root / "fake-agent"
-        agent.write_text(AGENT)
-        agent.chmod(0o755)
+        agent = fake_agent(root)
         repos = make_repos(root, args.n)
         config = write_config(root / "nightshift.yaml", repos, agent)
         out = root / "timings"

@@ -21,7 +21,6 @@ import argparse
 import cProfile
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from parallel import machine  # bench/ is sys.path[0] when run as a script
 from tabulate import tabulate
 
 from nightshift_tasks import state
@@ -398,9 +398,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.size_mb < 1 or args.repeat < 1:
         parser.error("--size-mb and --repeat must be at least 1")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: nproc={cpus}, python {platform.python_version()} "
-          f"({platform.python_implementation()}), {platform.system()} {platform.release()}", flush=True)
+    print(machine(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="ns-usage-bench-"))
     try:
         now = datetime.now(UTC)
